@@ -1,0 +1,35 @@
+"""Simulated annotators: personas and pools declared as data, and the runs that apply them."""
+
+from simfarm.annotation.loader import (
+    LoadedPersona,
+    LoadedPool,
+    annotator_json_schema,
+    iter_annotator_files,
+    load_annotator,
+    read_spec,
+)
+from simfarm.annotation.persona import AnnotatorPool, PairwisePersona, PoolMember
+from simfarm.annotation.run import (
+    AnnotationResult,
+    AnnotationSummary,
+    annotate,
+    annotate_async,
+    annotate_pairs,
+)
+
+__all__ = [
+    "AnnotationResult",
+    "AnnotationSummary",
+    "AnnotatorPool",
+    "LoadedPersona",
+    "LoadedPool",
+    "PairwisePersona",
+    "PoolMember",
+    "annotate",
+    "annotate_async",
+    "annotate_pairs",
+    "annotator_json_schema",
+    "iter_annotator_files",
+    "load_annotator",
+    "read_spec",
+]

@@ -1,0 +1,130 @@
+"""Find, read and validate persona and pool files.
+
+Lookup: a name that is a path to an existing YAML file is read directly; otherwise
+``<name>.yaml`` is searched in the annotator folders (user folders first, then
+``$SIMFARM_ANNOTATORS_DIR``, then the bundled ``annotators/``). Errors name the file and the
+field, e.g. ``annotators/x.yaml: decoding.temperature: Input should be a valid number``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PairwisePersona
+from simfarm.annotation.template import PromptTemplate
+from simfarm.errors import ConfigError
+from simfarm.paths import data_search_path
+
+_SPEC_ADAPTER: TypeAdapter[PairwisePersona | AnnotatorPool] = TypeAdapter(AnnotatorSpec)
+
+
+@dataclass(frozen=True)
+class LoadedPersona:
+    spec: PairwisePersona
+    template: PromptTemplate | None
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class LoadedPool:
+    spec: AnnotatorPool
+    members: list[tuple[LoadedPersona, float]]
+    path: Path | None
+
+
+def find_annotator_file(name: str, dirs: list[Path] | None = None) -> Path:
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    searched = data_search_path("annotators", dirs)
+    for folder in searched:
+        for suffix in (".yaml", ".yml"):
+            path = folder / f"{name}{suffix}"
+            if path.is_file():
+                return path
+    known = sorted(p.stem for p in iter_annotator_files(dirs))
+    raise ConfigError(
+        f"no persona or pool named {name!r} in {[str(f) for f in searched]}; "
+        f"known: {', '.join(known) or 'none'}"
+    )
+
+
+def iter_annotator_files(dirs: list[Path] | None = None) -> list[Path]:
+    """Every persona/pool file visible on the search path (earlier folders shadow later)."""
+    seen: dict[str, Path] = {}
+    for folder in data_search_path("annotators", dirs):
+        if folder.is_dir():
+            for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+                seen.setdefault(path.stem, path)
+    return list(seen.values())
+
+
+def read_spec(path: Path) -> PairwisePersona | AnnotatorPool:
+    """Parse and validate one file; every problem is reported with file and field."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw.setdefault("kind", "pairwise")
+    raw.setdefault("id", path.stem)
+    try:
+        return _SPEC_ADAPTER.validate_python(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(path, error)) from None
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid annotator definition"]
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"][1:] or item["loc"])
+        lines.append(f"  {loc or '<root>'}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_persona_file(path: Path, spec: PairwisePersona | None = None) -> LoadedPersona:
+    spec = spec or _expect_persona(path, read_spec(path))
+    template = None
+    if spec.prompt_template is not None:
+        template_path = (path.parent / spec.prompt_template).resolve()
+        if not template_path.is_file():
+            raise ConfigError(f"{path}: prompt_template: no file at {template_path}")
+        template = PromptTemplate.from_file(template_path)
+    return LoadedPersona(spec=spec, template=template, path=path)
+
+
+def _expect_persona(path: Path, spec: PairwisePersona | AnnotatorPool) -> PairwisePersona:
+    if not isinstance(spec, PairwisePersona):
+        raise ConfigError(f"{path}: expected a persona, found a pool")
+    return spec
+
+
+def load_annotator(name: str, dirs: list[Path] | None = None) -> LoadedPersona | LoadedPool:
+    """A persona or a pool (with its members loaded), by id or file path."""
+    path = find_annotator_file(name, dirs)
+    spec = read_spec(path)
+    if isinstance(spec, PairwisePersona):
+        return load_persona_file(path, spec)
+    members: list[tuple[LoadedPersona, float]] = []
+    for index, member in enumerate(spec.members):
+        try:
+            loaded = load_annotator(member.persona, [path.parent, *(dirs or [])])
+        except ConfigError as error:
+            raise ConfigError(f"{path}: members.{index}.persona: {error}") from None
+        if not isinstance(loaded, LoadedPersona):
+            raise ConfigError(f"{path}: members.{index}.persona: pools cannot be nested")
+        members.append((loaded, member.weight))
+    return LoadedPool(spec=spec, members=members, path=path)
+
+
+def annotator_json_schema() -> dict[str, Any]:
+    """JSON schema of persona and pool files, for editors."""
+    schema = _SPEC_ADAPTER.json_schema()
+    schema["title"] = "simfarm annotator (persona or pool)"
+    return schema

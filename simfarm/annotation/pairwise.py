@@ -1,0 +1,159 @@
+"""One persona judging pairs: prompt building, order randomisation, verdicts.
+
+This module decides *what* to ask and how to read the answer; :mod:`simfarm.annotation.run`
+decides when and through which backend. Everything random here (shown order, label noise)
+is drawn from ``random.Random`` seeded with a sha256 of the item's content and the persona
+id, never Python's per-process salted ``hash()``, so reruns and other machines make the same
+choices (AlpacaFarm's pool assignment was not reproducible for exactly that reason).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from simfarm.annotation.loader import LoadedPersona
+from simfarm.annotation.parsers import ParseError
+from simfarm.types import (
+    Completion,
+    CompletionRequest,
+    Failure,
+    PairwiseAnnotation,
+    PairwiseItem,
+    stable_digest,
+)
+
+
+def seeded_rng(*parts: object) -> random.Random:
+    """A generator seeded from the sha256 of ``parts`` (stable across processes)."""
+    return random.Random(int(stable_digest([str(p) for p in parts])[:16], 16))
+
+
+@dataclass
+class Verdict:
+    """One order's reading, already mapped back to the item's own order."""
+
+    swapped: bool
+    completion: Completion
+    preference: float | None = None
+    probability: float | None = None
+    """P(output_2 wins), for logprob judges."""
+    failure: Failure | None = None
+
+
+def unswap(preference: float, swapped: bool) -> float:
+    """Map a preference in shown order back to the item's order (1 <-> 2, ties stay)."""
+    return 3.0 - preference if swapped else preference
+
+
+class PairwiseJudge:
+    """A loaded persona, ready to build requests and read answers."""
+
+    def __init__(self, persona: LoadedPersona, pool: str | None = None) -> None:
+        self.persona = persona
+        self.spec = persona.spec
+        self.pool = pool
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def base_annotation(self, item: PairwiseItem) -> PairwiseAnnotation:
+        return PairwiseAnnotation(
+            instruction=item.instruction,
+            input=item.input,
+            output_1=item.output_1,
+            generator_1=item.generator_1,
+            output_2=item.output_2,
+            generator_2=item.generator_2,
+            item_id=item.item_id,
+            annotator=self.id,
+            pool=self.pool,
+        )
+
+    def decide_without_model(self, item: PairwiseItem) -> PairwiseAnnotation | None:
+        """The annotation when no model call is needed (rule persona, identical outputs,
+        label noise), else None."""
+        annotation = self.base_annotation(item)
+        if item.output_1 == item.output_2:
+            annotation.preference = 1.5
+            return annotation
+        if self.spec.label_noise > 0:
+            rng = seeded_rng("label_noise", self.id, item.content_digest())
+            if rng.random() < 2 * self.spec.label_noise:
+                annotation.preference = float(rng.choice((1, 2)))
+                annotation.raw_completion = "<label noise: fair coin>"
+                return annotation
+        if self.spec.rule is not None:
+            len_1, len_2 = len(item.output_1), len(item.output_2)
+            longer_wins = self.spec.rule == "longest"
+            if len_1 == len_2:
+                annotation.preference = 1.5
+            elif (len_2 > len_1) == longer_wins:
+                annotation.preference = 2.0
+            else:
+                annotation.preference = 1.0
+            return annotation
+        return None
+
+    def orders(self, item: PairwiseItem) -> list[bool]:
+        """Which orders to show: ``[swapped?]``, or both in both-orders mode."""
+        if self.spec.both_orders:
+            return [False, True]
+        if not self.spec.randomize_order:
+            return [False]
+        return [seeded_rng("order", self.id, item.content_digest()).random() < 0.5]
+
+    def request(self, item: PairwiseItem, swapped: bool) -> CompletionRequest:
+        assert self.persona.template is not None
+        first, second = (
+            (item.output_2, item.output_1) if swapped else (item.output_1, item.output_2)
+        )
+        values = {
+            "instruction": item.instruction,
+            "input": item.input,
+            "output_1": first,
+            "output_2": second,
+            "persona": self.spec.persona_text,
+        }
+        params = self.spec.decoding
+        if self.spec.prompt_format == "raw":
+            return CompletionRequest(prompt=self.persona.template.render(values), params=params)
+        return CompletionRequest(
+            messages=self.persona.template.render_messages(values), params=params
+        )
+
+    def read(self, completion: Completion, swapped: bool) -> Verdict:
+        """Parse one completion; a parse failure becomes a Failure of kind ``parse``."""
+        if completion.failure is not None:
+            return Verdict(swapped, completion, failure=completion.failure)
+        try:
+            shown, p_second = self.spec.parser.parse(completion)
+        except ParseError as error:
+            return Verdict(swapped, completion, failure=Failure(kind="parse", message=str(error)))
+        probability = None
+        if p_second is not None:
+            probability = 1.0 - p_second if swapped else p_second
+        return Verdict(swapped, completion, unswap(shown, swapped), probability)
+
+    def combine(self, item: PairwiseItem, verdicts: list[Verdict]) -> PairwiseAnnotation:
+        """One annotation from one verdict, or from both orders (mean preference)."""
+        annotation = self.base_annotation(item)
+        annotation.raw_completion = "\n---\n".join(v.completion.text for v in verdicts)
+        annotation.cost_usd = sum(v.completion.cost_usd for v in verdicts)
+        annotation.latency_s = sum(v.completion.latency_s for v in verdicts)
+        annotation.cached = all(v.completion.cached for v in verdicts)
+        annotation.swapped = verdicts[0].swapped if len(verdicts) == 1 else False
+        failed = [v.failure for v in verdicts if v.failure is not None]
+        if failed:
+            annotation.failure = failed[0]
+            return annotation
+        preferences = [v.preference for v in verdicts if v.preference is not None]
+        annotation.preference = sum(preferences) / len(preferences)
+        probabilities = [v.probability for v in verdicts if v.probability is not None]
+        if probabilities:
+            annotation.preference_probability = sum(probabilities) / len(probabilities)
+        if len(verdicts) == 2:
+            signs = [0 if p == 1.5 else (1 if p > 1.5 else -1) for p in preferences]
+            annotation.position_consistent = signs[0] == signs[1]
+        return annotation

@@ -1,0 +1,97 @@
+"""Annotator personas and pools, declared as data (YAML under ``annotators/``).
+
+A *persona* is one simulated annotator: a backend and model, a prompt template, decoding
+parameters, a parser, and optionally a persona text that the template places in the prompt
+(``{persona}``) - or a ``rule`` that needs no model (``longest``). A *pool* is a weighted set
+of personas; each item is assigned one member by a seeded draw over the item's content, so
+assignments are the same in every process and on every machine.
+
+Both are validated with ``extra="forbid"``: a misspelt field is an error naming the file
+and the field, not a silently ignored setting. ``annotators/annotator.schema.json`` is the
+JSON schema of these models, for editors (``simfarm personas schema`` regenerates it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from simfarm.annotation.parsers import ParserSpec, RegexParser
+from simfarm.backends.base import BackendSpec
+from simfarm.types import DecodingParams
+
+RuleName = Literal["longest", "shortest"]
+
+
+class PairwisePersona(BaseModel):
+    """One simulated pairwise annotator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pairwise"] = "pairwise"
+    id: str = ""
+    """Persona id; defaults to the file name without ``.yaml``."""
+    description: str = ""
+    """What this persona models, for humans reading ``simfarm personas list``."""
+    rule: RuleName | None = None
+    """A model-free judge (``longest``: the AlpacaEval length baseline). Excludes ``backend``."""
+    backend: BackendSpec | None = None
+    """Which LLM answers (name, model, options)."""
+    prompt_template: str | None = None
+    """Template file, relative to this YAML file's folder."""
+    prompt_format: Literal["chat", "raw"] = "chat"
+    """``chat``: send messages; ``raw``: send the rendered text as a plain prompt (base models)."""
+    persona_text: str = ""
+    """Who the annotator is; inserted where the template says ``{persona}``."""
+    decoding: DecodingParams = Field(default_factory=lambda: DecodingParams(max_tokens=32))
+    parser: ParserSpec = Field(default_factory=RegexParser)
+    randomize_order: bool = True
+    """Show the two outputs in a seeded random order per item (undone after parsing)."""
+    both_orders: bool = False
+    """Judge every pair in both orders; the preference is the mean and
+    ``position_consistent`` records whether the two verdicts agreed."""
+    max_parse_attempts: int = Field(3, ge=1)
+    """Attempts per item when the judge's answer cannot be parsed."""
+    label_noise: float = Field(0.0, ge=0.0, le=0.5)
+    """AlpacaFarm's ``p_label_flip``: with probability ``2 * label_noise`` the label is a fair
+    coin (so ``label_noise`` of labels end flipped). Drawn before any request, so noised items
+    cost nothing. For training feedback; leave 0 for evaluation."""
+
+    @model_validator(mode="after")
+    def _rule_or_backend(self) -> PairwisePersona:
+        if self.rule is None and (self.backend is None or self.prompt_template is None):
+            raise ValueError(
+                "a persona needs either `rule`, or both `backend` and `prompt_template`"
+            )
+        if self.rule is not None and self.backend is not None:
+            raise ValueError("`rule` and `backend` exclude each other")
+        return self
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What of the persona (beyond the request itself) changes a cached answer's meaning."""
+        return {"parser": self.parser.model_dump(), "prompt_format": self.prompt_format}
+
+
+class PoolMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    persona: str
+    """Persona id (or a path to a persona file)."""
+    weight: float = Field(1.0, gt=0)
+
+
+class AnnotatorPool(BaseModel):
+    """A weighted pool of personas; one member judges each item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pool"] = "pool"
+    id: str = ""
+    description: str = ""
+    members: list[PoolMember] = Field(min_length=1)
+    seed: str = ""
+    """Salt for member assignment (defaults to the pool id)."""
+
+
+AnnotatorSpec = Annotated[PairwisePersona | AnnotatorPool, Field(discriminator="kind")]

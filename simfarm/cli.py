@@ -1,0 +1,220 @@
+"""The ``simfarm`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simfarm.errors import SimfarmError
+
+app = typer.Typer(
+    name="simfarm",
+    help="Simulated annotators and feedback-learning experiments, cheaply, in simulation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+personas_app = typer.Typer(help="List, show and validate annotator personas and pools.")
+app.add_typer(personas_app, name="personas")
+
+console = Console()
+err_console = Console(stderr=True)
+
+AnnotatorsDirs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--annotators-dir",
+        help="Extra folder of persona/pool YAML files, searched before the bundled ones.",
+    ),
+]
+
+
+def _fail(error: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def annotate(
+    persona: Annotated[str, typer.Option(help="Persona or pool id (or a path to its YAML).")],
+    out: Annotated[Path, typer.Option(help="Output file: .jsonl, .json or .parquet.")],
+    model_outputs: Annotated[
+        Path | None, typer.Option(help="Outputs of the model under test (alpaca_eval format).")
+    ] = None,
+    reference_outputs: Annotated[
+        Path | None, typer.Option(help="Reference outputs, paired with the model's by instruction.")
+    ] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="A pairs file (instruction, output_1, output_2, ...).")
+    ] = None,
+    annotators_dir: AnnotatorsDirs = None,
+    model: Annotated[str | None, typer.Option(help="Override the persona's model.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Override the persona's server URL (openai backend).")
+    ] = None,
+    max_requests: Annotated[
+        int | None, typer.Option(help="Request budget for this run (openai backend).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Annotate only the first N pairs.")] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the cache.")
+    ] = False,
+    cache_path: Annotated[Path | None, typer.Option(help="SQLite cache file to use.")] = None,
+    on_bad_record: Annotated[
+        str, typer.Option(help="'error' stops at a bad input record, 'skip' skips it (reported).")
+    ] = "error",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
+    from simfarm.annotation import annotate as run_annotation
+    from simfarm.annotation import load_annotator
+    from simfarm.datafiles import load_model_outputs, load_pairs, pair_outputs, write_records
+    from simfarm.progress import annotation_progress
+
+    try:
+        if on_bad_record not in ("error", "skip"):
+            raise SimfarmError("--on-bad-record must be 'error' or 'skip'")
+        policy: Any = on_bad_record
+        if pairs is not None:
+            if model_outputs or reference_outputs:
+                raise SimfarmError("give either --pairs or --model-outputs/--reference-outputs")
+            items = load_pairs(pairs, policy)
+        elif model_outputs is not None and reference_outputs is not None:
+            items, unpaired = pair_outputs(
+                load_model_outputs(model_outputs, policy),
+                load_model_outputs(reference_outputs, policy),
+            )
+            if unpaired:
+                err_console.print(
+                    f"[yellow]warning:[/] {len(unpaired)} instruction(s) of {model_outputs} have "
+                    f"no reference output and are not annotated (first: {unpaired[0][:80]!r})"
+                )
+        else:
+            raise SimfarmError("give --pairs, or both --model-outputs and --reference-outputs")
+        if limit is not None:
+            items = items[:limit]
+        loaded = load_annotator(persona, annotators_dir)
+        overrides: dict[str, Any] = {"options": {}}
+        if model:
+            overrides["model"] = model
+        if base_url:
+            overrides["options"]["base_url"] = base_url
+        if max_requests is not None:
+            overrides["options"]["request_budget"] = max_requests
+        with annotation_progress(
+            len(items), loaded.spec.id, err_console if not quiet else Console(quiet=True)
+        ) as progress:
+            result = run_annotation(
+                items,
+                loaded,
+                use_cache=not no_cache,
+                cache_path=cache_path,
+                backend_overrides=overrides,
+                progress=progress,
+            )
+        write_records(out, result.annotations)
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]interrupted[/]: every answer received so far is in the cache; "
+            "run the same command again to resume."
+        )
+        raise typer.Exit(code=130) from None
+    except (SimfarmError, OSError) as error:
+        raise _fail(error) from None
+    _print_summary(result.summary, out)
+
+
+def _print_summary(summary: Any, out: Path) -> None:
+    table = Table(title=f"simfarm annotate: {summary.annotator}", show_header=False)
+    rows = [
+        ("pairs", summary.n_items),
+        ("annotated", summary.n_annotated),
+        ("failed", summary.n_failed),
+        (
+            "failures by kind",
+            json.dumps(summary.failures_by_kind) if summary.failures_by_kind else "-",
+        ),
+        ("output_1 (reference) wins", summary.n_output_1_wins),
+        ("output_2 (model) wins", summary.n_output_2_wins),
+        ("ties", summary.n_ties),
+        ("requests sent", summary.requests_sent),
+        ("cache hits", summary.cache_hits),
+        ("cost this run (USD)", f"{summary.cost_usd:.4f}"),
+        ("cost of all annotations (USD)", f"{summary.cost_usd_total:.4f}"),
+        ("time (s)", f"{summary.elapsed_s:.1f}"),
+        ("written to", str(out)),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+@personas_app.command("list")
+def personas_list(annotators_dir: AnnotatorsDirs = None) -> None:
+    """Every persona and pool on the search path."""
+    from simfarm.annotation import iter_annotator_files, read_spec
+
+    table = Table("id", "kind", "backend / rule", "description", "file")
+    for path in iter_annotator_files(annotators_dir):
+        try:
+            spec = read_spec(path)
+        except SimfarmError as error:
+            table.add_row(path.stem, "[red]invalid[/]", "", str(error).splitlines()[0], str(path))
+            continue
+        if spec.kind == "pool":
+            how = ", ".join(m.persona for m in spec.members)
+        else:
+            how = spec.rule or (f"{spec.backend.name}:{spec.backend.model}" if spec.backend else "")
+        table.add_row(spec.id, spec.kind, how, spec.description, str(path))
+    console.print(table)
+
+
+@personas_app.command("show")
+def personas_show(name: str, annotators_dir: AnnotatorsDirs = None) -> None:
+    """A persona or pool, validated, as JSON (defaults filled in)."""
+    from simfarm.annotation import load_annotator
+
+    try:
+        loaded = load_annotator(name, annotators_dir)
+    except SimfarmError as error:
+        raise _fail(error) from None
+    console.print_json(loaded.spec.model_dump_json())
+
+
+@personas_app.command("schema")
+def personas_schema(
+    out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
+) -> None:
+    """The JSON schema of persona and pool files (for editors)."""
+    from simfarm.annotation import annotator_json_schema
+
+    text = json.dumps(annotator_json_schema(), indent=2) + "\n"
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for module in ("simfarm.cli_evaluation", "simfarm.quickstart"):  # TODO: direct imports
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError:
+            pass
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

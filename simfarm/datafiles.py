@@ -1,0 +1,209 @@
+"""Reading inputs and writing annotation files.
+
+Inputs: JSON arrays (alpaca_eval ``model_outputs.json``), JSON Lines, Parquet, CSV, or a
+folder saved by HF ``datasets`` (``save_to_disk``). Every record is validated; a bad one is
+reported with file, record index and field, then either stops the run (``on_bad="error"``,
+the default) or is skipped with a warning (``on_bad="skip"``). Nothing is dropped silently.
+
+Outputs: ``.jsonl`` (one JSON object per line), ``.json`` (an array, alpaca_eval style) or
+``.parquet``, written to a temporary file and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from simfarm.errors import ConfigError
+from simfarm.types import PairwiseItem
+
+BadRecordPolicy = Literal["error", "skip"]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ModelOutput(BaseModel):
+    """One record of an alpaca_eval ``model_outputs.json``; unknown fields are kept aside."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    instruction: str
+    output: str
+    generator: str = "model"
+    input: str = ""
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Raw records from a JSON/JSONL/Parquet/CSV file or a ``datasets`` folder."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _read_hf_dataset(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        records = []
+        with path.open(encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"{path}: line {line_no}: invalid JSON: {error}") from None
+        return records
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: invalid JSON: {error}") from None
+        if isinstance(data, dict):
+            # Column-oriented JSON ({"instruction": [...], ...}), as pandas writes it.
+            if all(isinstance(v, list) for v in data.values()):
+                n = len(next(iter(data.values()), []))
+                return [{k: v[i] for k, v in data.items()} for i in range(n)]
+            raise ConfigError(f"{path}: expected a JSON array of records")
+        if not isinstance(data, list):
+            raise ConfigError(f"{path}: expected a JSON array of records")
+        return data
+    if suffix in (".parquet", ".csv"):
+        import pandas as pd
+
+        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        return frame.to_dict(orient="records")  # type: ignore[return-value]
+    raise ConfigError(f"{path}: unsupported format {suffix!r} (use .json, .jsonl, .parquet, .csv)")
+
+
+def _read_hf_dataset(path: Path) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"{path}: not a dataset saved with `save_to_disk`: {error}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if len(loaded) != 1:
+            raise ConfigError(f"{path}: a DatasetDict with splits {list(loaded)}; name one split")
+        loaded = next(iter(loaded.values()))
+    return [dict(row) for row in loaded]
+
+
+def validate_records(
+    path: Path,
+    records: Sequence[Any],
+    model: type[ModelT],
+    on_bad: BadRecordPolicy = "error",
+) -> list[ModelT]:
+    """Each record validated into ``model``; problems named by file, record and field."""
+    good: list[ModelT] = []
+    problems: list[str] = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            problems.append(
+                f"{path}: record {index}: expected an object, got {type(record).__name__}"
+            )
+            continue
+        try:
+            good.append(model.model_validate(record))
+        except ValidationError as error:
+            for item in error.errors():
+                field = ".".join(str(p) for p in item["loc"]) or "<record>"
+                problems.append(f"{path}: record {index}: field {field!r}: {item['msg']}")
+    if problems:
+        summary = "\n".join(problems[:20])
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        if on_bad == "error":
+            raise ConfigError(f"{len(problems)} bad record(s):\n{summary}{more}")
+        warnings.warn(f"skipped {len(problems)} bad record(s):\n{summary}{more}", stacklevel=2)
+    return good
+
+
+def load_model_outputs(path: Path, on_bad: BadRecordPolicy = "error") -> list[ModelOutput]:
+    return validate_records(path, read_records(path), ModelOutput, on_bad)
+
+
+def pair_outputs(
+    model_outputs: Sequence[ModelOutput], reference_outputs: Sequence[ModelOutput]
+) -> tuple[list[PairwiseItem], list[str]]:
+    """Pair two output files by instruction (``output_1`` = reference, alpaca_eval order).
+
+    Repeated instructions are paired by occurrence. Returns the pairs (in the model file's
+    order) and the instructions of the model file that have no reference.
+    """
+    references: dict[tuple[str, str], list[ModelOutput]] = defaultdict(list)
+    for ref in reference_outputs:
+        references[(ref.instruction, ref.input)].append(ref)
+    used: dict[tuple[str, str], int] = defaultdict(int)
+    pairs: list[PairwiseItem] = []
+    unpaired: list[str] = []
+    for out in model_outputs:
+        key = (out.instruction, out.input)
+        candidates = references.get(key, [])
+        if used[key] >= len(candidates):
+            unpaired.append(out.instruction)
+            continue
+        ref = candidates[used[key]]
+        used[key] += 1
+        pairs.append(
+            PairwiseItem(
+                instruction=out.instruction,
+                input=out.input,
+                output_1=ref.output,
+                generator_1=ref.generator,
+                output_2=out.output,
+                generator_2=out.generator,
+            )
+        )
+    return pairs, unpaired
+
+
+def load_pairs(path: Path, on_bad: BadRecordPolicy = "error") -> list[PairwiseItem]:
+    """A pairs file: records with ``instruction``, ``output_1``, ``output_2`` (+ optional
+    ``input``, ``generator_1``, ``generator_2``, ``item_id``); other fields are ignored."""
+    records = read_records(path)
+    fields = set(PairwiseItem.model_fields)
+    trimmed = [
+        {k: v for k, v in r.items() if k in fields} if isinstance(r, dict) else r for r in records
+    ]
+    return validate_records(path, trimmed, PairwiseItem, on_bad)
+
+
+def write_records(path: Path, records: Iterable[BaseModel]) -> None:
+    """Write ``.jsonl`` / ``.json`` / ``.parquet`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [r.model_dump(mode="json") for r in records]
+    suffix = path.suffix.lower()
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        if suffix == ".jsonl":
+            with tmp.open("w", encoding="utf-8") as out:
+                for row in rows:
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif suffix == ".json":
+            tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+        elif suffix == ".parquet":
+            import pandas as pd
+
+            frame = pd.DataFrame(rows)
+            if "failure" in frame:
+                frame["failure"] = frame["failure"].map(
+                    lambda f: json.dumps(f) if f is not None else None
+                )
+            frame.to_parquet(tmp, index=False)
+        else:
+            raise ConfigError(
+                f"{path}: unsupported output format {suffix!r} (.jsonl/.json/.parquet)"
+            )
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,65 @@
+"""Where simfarm finds its data folders and keeps its cache.
+
+The data folders (``annotators/``, ``evals/``, ``recipes/``) live at the top of the repository.
+A source checkout or editable install reads them there; a wheel carries a copy under
+``simfarm/_data``. A user folder given explicitly (flag or environment variable) is searched
+first, so personal personas can shadow or extend the bundled ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_FOLDERS = ("annotators", "evals", "recipes")
+_ENV_VARS = {name: f"SIMFARM_{name.upper()}_DIR" for name in DATA_FOLDERS}
+
+
+def bundled_data_dir(name: str) -> Path:
+    """The bundled copy of one data folder: the checkout's, else the wheel's."""
+    if name not in DATA_FOLDERS:
+        raise ValueError(f"unknown data folder {name!r}; expected one of {DATA_FOLDERS}")
+    checkout = _PACKAGE_DIR.parent / name
+    if checkout.is_dir():
+        return checkout
+    return _PACKAGE_DIR / "_data" / name
+
+
+def data_search_path(name: str, extra: list[Path] | None = None) -> list[Path]:
+    """Folders to search for one kind of data, most specific first.
+
+    Order: folders passed by the caller, then ``$SIMFARM_<NAME>_DIR`` (``os.pathsep``
+    separated), then the bundled folder.
+    """
+    folders: list[Path] = [Path(p) for p in (extra or [])]
+    env_value = os.environ.get(_ENV_VARS[name], "")
+    folders.extend(Path(p) for p in env_value.split(os.pathsep) if p)
+    folders.append(bundled_data_dir(name))
+    return folders
+
+
+def user_cache_dir() -> Path:
+    """simfarm's cache root (``$SIMFARM_CACHE_DIR`` or the platform's user cache dir).
+
+    Never inside the installed package: a read-only or shared site-packages must not break
+    caching, and upgrading the package must not drop paid-for annotations.
+    """
+    override = os.environ.get("SIMFARM_CACHE_DIR")
+    path = Path(override) if override else Path(platformdirs.user_cache_dir("simfarm"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def model_store_dir() -> Path:
+    """Where converted model weights live (``$SIMFARM_MODEL_DIR`` or the user cache dir).
+
+    Kept apart from the annotation cache so clearing (or isolating) annotations never forces
+    a model to be converted again.
+    """
+    override = os.environ.get("SIMFARM_MODEL_DIR")
+    path = Path(override) if override else Path(platformdirs.user_cache_dir("simfarm")) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,305 @@
+"""A fake LLM server that speaks the real OpenAI HTTP protocol, on loopback, for tests and
+benchmarks.
+
+It answers ``/v1/chat/completions`` and ``/v1/completions`` with rule-based judgements,
+and can inject latency, 429 (with ``Retry-After``), 500, timeouts and garbled text. Clients
+under test talk to it over real sockets, so retries, timeouts and connection pooling are
+exercised for real. Run it in its own process (``python -m simfarm.testing.openai_server``
+or :func:`start_server`) so its CPU does not compete with the client's event loop.
+
+Judging rule: the server finds the two candidate outputs in the prompt (the layouts of the
+bundled pairwise templates) and prefers the longer one (``--policy longest``), the first
+(``first``) or a seeded coin (``random``). With ``logprobs`` asked for, it answers one token
+``m`` (first output wins) or ``M`` with top logprobs for both, like AlpacaEval 2.0's judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+# Layouts of the bundled templates: AlpacaFarm's "## Output (a):" sections, and
+# AlpacaEval's {"model_identifier": ..., "output": """..."""} records.
+_FARM_LAYOUT = re.compile(
+    r"## Output \(a\):\n(?P<first>.*?)\n\n## Output \(b\):\n(?P<second>.*?)\n\n## ", re.S
+)
+_EVAL_LAYOUT = re.compile(
+    r'"model_identifier": "m",\s*"output": """(?P<first>.*?)"""\s*\},\s*\{\s*'
+    r'"model_identifier": "M",\s*"output": """(?P<second>.*?)"""',
+    re.S,
+)
+
+
+@dataclass
+class ServerConfig:
+    latency_s: float = 0.0
+    policy: str = "longest"
+    fault_rate: float = 0.0
+    """Fraction of requests that get a fault, split evenly over ``fault_kinds``."""
+    fault_kinds: tuple[str, ...] = ("429", "500", "timeout", "garbled")
+    timeout_sleep_s: float = 30.0
+    """How long a 'timeout' fault stalls before answering (longer than the client waits)."""
+    seed: int = 0
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    completed: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    prompts: dict[str, int] = field(default_factory=dict)
+    """How often each distinct prompt was requested (to count re-sent requests)."""
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        return "\n".join(str(m.get("content", "")) for m in body["messages"])
+    return str(body.get("prompt", ""))
+
+
+class FakeOpenAIServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.stats = ServerStats()
+        self._rng = random.Random(config.seed)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_post("/reset", self._reset)
+        return app
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": self.stats.requests,
+                "completed": self.stats.completed,
+                "faults": self.stats.faults,
+                "distinct_prompts": len(self.stats.prompts),
+                "max_requests_per_prompt": max(self.stats.prompts.values(), default=0),
+                "resent": sum(n - 1 for n in self.stats.prompts.values()),
+            }
+        )
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.stats = ServerStats()
+        return web.json_response({"ok": True})
+
+    def _verdict_first_wins(self, prompt: str) -> bool:
+        match = _FARM_LAYOUT.search(prompt) or _EVAL_LAYOUT.search(prompt)
+        if self.config.policy == "first":
+            return True
+        if self.config.policy == "random" or match is None:
+            return self._rng.random() < 0.5
+        return len(match["first"]) >= len(match["second"])
+
+    async def _handle(self, request: web.Request, chat: bool) -> web.Response:
+        body = await request.json()
+        self.stats.requests += 1
+        prompt = _prompt_text(body)
+        self.stats.prompts[prompt] = self.stats.prompts.get(prompt, 0) + 1
+        fault = None
+        if self.config.fault_rate and self._rng.random() < self.config.fault_rate:
+            fault = self._rng.choice(self.config.fault_kinds)
+            self.stats.faults[fault] = self.stats.faults.get(fault, 0) + 1
+        if self.config.latency_s:
+            await asyncio.sleep(self.config.latency_s)
+        if fault == "429":
+            return web.json_response(
+                {"error": {"message": "Rate limit reached", "type": "rate_limit"}},
+                status=429,
+                headers={"Retry-After": "0.05"},
+            )
+        if fault == "500":
+            return web.json_response({"error": {"message": "internal error"}}, status=500)
+        if fault == "timeout":
+            await asyncio.sleep(self.config.timeout_sleep_s)
+        first_wins = self._verdict_first_wins(prompt)
+        wants_logprobs = bool(body.get("logprobs"))
+        if fault == "garbled":
+            text, token = "I cannot decide ¯\\_(ツ)_/¯ lorem ipsum", "I"
+            tops = {"I": -0.1, "The": -2.5}
+        elif wants_logprobs:
+            token = "m" if first_wins else "M"
+            other = "M" if first_wins else "m"
+            text, tops = token, {token: math.log(0.8), other: math.log(0.2)}
+        else:
+            text = "Output (a)" if first_wins else "Output (b)"
+            token, tops = text, {text: 0.0}
+        self.stats.completed += 1
+        usage = {
+            "prompt_tokens": max(1, len(prompt) // 4),
+            "completion_tokens": max(1, len(text) // 4),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        n_top = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
+        top_items = sorted(tops.items(), key=lambda kv: -kv[1])[: max(n_top, 1)]
+        if chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+            if wants_logprobs:
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": token,
+                            "logprob": tops[token],
+                            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top_items],
+                        }
+                    ]
+                }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+            if wants_logprobs:
+                choice["logprobs"] = {
+                    "tokens": [token],
+                    "token_logprobs": [tops[token]],
+                    "top_logprobs": [dict(top_items)],
+                }
+            obj = "text_completion"
+        return web.json_response(
+            {
+                "id": f"fake-{self.stats.requests}",
+                "object": obj,
+                "created": int(time.time()),
+                "model": body.get("model", "fake"),
+                "choices": [choice],
+                "usage": usage,
+            }
+        )
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        return await self._handle(request, chat=True)
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        return await self._handle(request, chat=False)
+
+
+async def _serve(config: ServerConfig, host: str, port: int) -> None:
+    server = FakeOpenAIServer(config)
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"LISTENING {bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--policy", choices=["longest", "first", "random"], default="longest")
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--fault-kinds", default="429,500,timeout,garbled")
+    parser.add_argument("--timeout-sleep", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("the fake server only listens on loopback")
+    config = ServerConfig(
+        latency_s=args.latency,
+        policy=args.policy,
+        fault_rate=args.fault_rate,
+        fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k),
+        timeout_sleep_s=args.timeout_sleep,
+        seed=args.seed,
+    )
+    asyncio.run(_serve(config, args.host, args.port))
+
+
+@dataclass
+class RunningServer:
+    """A fake server in its own process; use as a context manager."""
+
+    process: subprocess.Popen[str]
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_server(
+    latency_s: float = 0.0,
+    policy: str = "longest",
+    fault_rate: float = 0.0,
+    fault_kinds: str = "429,500,timeout,garbled",
+    timeout_sleep_s: float = 30.0,
+    seed: int = 0,
+) -> RunningServer:
+    """Start the fake server in a child process on 127.0.0.1 and wait until it listens."""
+    command = [
+        sys.executable,
+        "-m",
+        "simfarm.testing.openai_server",
+        "--latency",
+        str(latency_s),
+        "--policy",
+        policy,
+        "--fault-rate",
+        str(fault_rate),
+        "--fault-kinds",
+        fault_kinds,
+        "--timeout-sleep",
+        str(timeout_sleep_s),
+        "--seed",
+        str(seed),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("LISTENING "):
+        process.kill()
+        raise RuntimeError(f"fake server did not start: {line!r}")
+    return RunningServer(process=process, port=int(line.split()[1]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Records shared by every layer: requests to and completions from a backend, and the items
+and feedback that annotators produce.
+
+Everything that crosses a boundary (a backend, the cache, a file, the CLI) is one of these
+pydantic models, so a malformed value fails where it enters, with the field named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FailureKind = Literal[
+    "rate_limit",  # 429 after every retry
+    "server_error",  # 5xx after every retry
+    "timeout",  # no answer within the timeout after every retry
+    "connection",  # could not reach the server
+    "client_error",  # 4xx other than 429: the request itself is wrong; not retried
+    "budget",  # the run's request budget was spent before this request
+    "parse",  # the judge answered, but no verdict could be read from it
+    "backend",  # any other backend failure (a local model raised, ...)
+    "input",  # the item itself is unusable (e.g. a missing output)
+]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: the one serialisation digests are taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def stable_digest(value: Any) -> str:
+    """sha256 of the canonical JSON of ``value``: stable across processes and machines.
+
+    Used for cache keys and to seed per-item randomness (never Python's salted ``hash()``).
+    """
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+class Record(BaseModel):
+    """Base for boundary records: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatMessage(Record):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class DecodingParams(Record):
+    """Decoding parameters; every field here changes the output and so enters the cache key."""
+
+    temperature: float = 0.0
+    """Sampling temperature; 0 means greedy."""
+    top_p: float = 1.0
+    max_tokens: int = 256
+    """Upper bound on generated tokens."""
+    stop: list[str] | None = None
+    seed: int | None = None
+    """Sampling seed passed to backends that honour it."""
+    logprobs: bool = False
+    """Return the log-probability of each generated token."""
+    top_logprobs: int | None = None
+    """Also return this many most likely alternatives at each position (needs ``logprobs``)."""
+
+
+class CompletionRequest(Record):
+    """One request to a backend: either chat ``messages`` or a raw ``prompt``."""
+
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+    params: DecodingParams = Field(default_factory=DecodingParams)
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> CompletionRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a CompletionRequest needs exactly one of `messages` or `prompt`")
+        return self
+
+    @property
+    def endpoint(self) -> Literal["chat", "completions"]:
+        return "chat" if self.messages is not None else "completions"
+
+    def content_fields(self) -> dict[str, Any]:
+        """The fields that determine the output, for cache keys."""
+        return {
+            "messages": [m.model_dump() for m in self.messages] if self.messages else None,
+            "prompt": self.prompt,
+            "params": self.params.model_dump(),
+        }
+
+
+class TokenLogprob(Record):
+    token: str
+    logprob: float
+    top_logprobs: dict[str, float] = Field(default_factory=dict)
+    """The most likely alternatives at this position (token -> logprob), when asked for."""
+
+
+class Failure(Record):
+    kind: FailureKind
+    message: str
+    attempts: int = 1
+
+
+class Completion(Record):
+    """A backend's answer to one request (or the failure that took its place)."""
+
+    text: str = ""
+    logprobs: list[TokenLogprob] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    finish_reason: str | None = None
+    cached: bool = False
+    """True when this came from the cache (it then cost nothing in this run)."""
+    failure: Failure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class PairwiseItem(Record):
+    """Two outputs for one instruction. ``output_1`` is the reference in alpaca_eval terms."""
+
+    instruction: str
+    input: str = ""
+    output_1: str
+    output_2: str
+    generator_1: str = "output_1"
+    generator_2: str = "output_2"
+    item_id: str | None = None
+    """Optional stable id from the source (dataset index, ...)."""
+
+    def content_digest(self) -> str:
+        """Digest of what is judged (not of the generator names): seeds per-item randomness."""
+        return stable_digest([self.instruction, self.input, self.output_1, self.output_2])
+
+
+Preference = float
+"""alpaca_eval semantics: 1.0 = output_1 wins, 2.0 = output_2 wins, 1.5 = tie; values in
+between are allowed for probability-weighted judges."""
+
+
+class PairwiseAnnotation(Record):
+    """One pairwise judgement, as written to annotation files (one JSON object per line)."""
+
+    instruction: str
+    input: str = ""
+    output_1: str
+    generator_1: str
+    output_2: str
+    generator_2: str
+    item_id: str | None = None
+    preference: Preference | None = None
+    """1 = output_1 wins, 2 = output_2 wins, 1.5 = tie; None when the annotation failed."""
+    preference_probability: float | None = None
+    """P(output_2 wins) for logprob-weighted judges (then preference = 1 + this)."""
+    annotator: str
+    """The persona (or pool member) that produced this judgement."""
+    pool: str | None = None
+    swapped: bool = False
+    """True when the outputs were shown to the judge in swapped order (already undone)."""
+    position_consistent: bool | None = None
+    """In both-orders mode: whether the two orders agreed."""
+    raw_completion: str | None = None
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    failure: Failure | None = None
