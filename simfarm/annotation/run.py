@@ -26,7 +26,7 @@ from simfarm.annotation.pairwise import PairwiseJudge, Verdict, seeded_rng
 from simfarm.backends.base import Backend, BackendSpec
 from simfarm.backends.registry import create_backend
 from simfarm.cache import CompletionCache, cache_key
-from simfarm.execution.local import Job, run_jobs
+from simfarm.execution.local import Job, JobRunner
 from simfarm.types import Completion, PairwiseAnnotation, PairwiseItem, stable_digest
 
 ProgressCallback = Callable[[int, int, float], None]
@@ -60,6 +60,13 @@ class AnnotationSummary(BaseModel):
 class AnnotationResult:
     annotations: list[PairwiseAnnotation]
     summary: AnnotationSummary
+
+
+_CHUNK = 256
+"""Items planned per step before yielding to the event loop (and to requests in flight)."""
+
+_Route = tuple[int, bool, str]
+"""(item index, shown swapped?, cache key): where a result belongs."""
 
 
 @dataclass
@@ -108,42 +115,15 @@ async def annotate_async(
     judges = _assign(annotator, items)
     results: list[PairwiseAnnotation | None] = [None] * len(items)
     states: dict[int, _ItemState] = {}
-    for index, (item, judge) in enumerate(zip(items, judges, strict=True)):
-        decided = judge.decide_without_model(item)
-        if decided is not None:
-            results[index] = decided
-        else:
-            states[index] = _ItemState(judge, judge.orders(item))
-
     backends: dict[str, Backend] = {}
-    jobs_by_backend: dict[str, list[Job[tuple[int, bool, str]]]] = {}
-    for index, state in states.items():
-        spec = state.judge.spec
-        assert spec.backend is not None and state.judge.persona.template is not None
-        backend_spec = _with_overrides(spec.backend, backend_overrides)
-        backend_id = stable_digest(backend_spec.model_dump())
-        if backend_id not in backends:
-            backends[backend_id] = create_backend(backend_spec)
-        backend = backends[backend_id]
-        for swapped in state.orders:
-            request = state.judge.request(items[index], swapped)
-            key = cache_key(
-                backend.identity(),
-                request,
-                state.judge.persona.template.digest,
-                spec.cache_fields(),
-            )
-            jobs_by_backend.setdefault(backend_id, []).append(Job(request, (index, swapped, key)))
-
-    done = sum(r is not None for r in results)
+    runners: dict[str, JobRunner[_Route]] = {}
+    done = 0
     cost_now = 0.0
     cache_hits = 0
 
-    def finish_item(index: int) -> None:
+    def finish_item(index: int, annotation: PairwiseAnnotation) -> None:
         nonlocal done
-        state = states[index]
-        verdicts = [state.verdicts[s] for s in state.orders]
-        results[index] = state.judge.combine(items[index], verdicts)
+        results[index] = annotation
         done += 1
         if progress is not None:
             progress(done, len(items), cost_now)
@@ -152,46 +132,75 @@ async def annotate_async(
         state = states[index]
         state.verdicts[swapped] = verdict
         if len(state.verdicts) == len(state.orders):
-            finish_item(index)
+            verdicts = [state.verdicts[s] for s in state.orders]
+            finish_item(index, state.judge.combine(items[index], verdicts))
+            del states[index]
 
-    if progress is not None:
-        progress(done, len(items), 0.0)
-
-    # Answers already paid for.
-    to_send: dict[str, list[Job[tuple[int, bool, str]]]] = {}
-    for backend_id, jobs in jobs_by_backend.items():
-        hits = cache.get_many(job.payload[2] for job in jobs) if cache is not None else {}
-        for job in jobs:
-            index, swapped, key = job.payload
-            cached = hits.get(key)
-            if cached is not None:
-                verdict = states[index].judge.read(cached, swapped)
-                if verdict.failure is None:
-                    cache_hits += 1
-                    record(index, swapped, verdict)
-                    continue
-            to_send.setdefault(backend_id, []).append(job)
-
-    def on_result(job: Job[tuple[int, bool, str]], completion: Completion) -> bool:
+    def on_result(job: Job[_Route], completion: Completion) -> bool:
         nonlocal cost_now
         index, swapped, key = job.payload
-        state = states[index]
+        judge = states[index].judge
         cost_now += completion.cost_usd
-        verdict = state.judge.read(completion, swapped)
+        verdict = judge.read(completion, swapped)
         if verdict.failure is None:
             if cache is not None:
                 cache.put(key, completion)
         elif verdict.failure.kind == "parse":
-            if job.attempt < state.judge.spec.max_parse_attempts:
+            if job.attempt < judge.spec.max_parse_attempts:
                 return True
             verdict.failure.attempts = job.attempt
         record(index, swapped, verdict)
         return False
 
+    def runner_for(judge: PairwiseJudge) -> tuple[Backend, JobRunner[_Route]]:
+        assert judge.spec.backend is not None
+        backend_spec = _with_overrides(judge.spec.backend, backend_overrides)
+        backend_id = stable_digest(backend_spec.model_dump())
+        if backend_id not in backends:
+            backends[backend_id] = create_backend(backend_spec)
+            runners[backend_id] = JobRunner(backends[backend_id], on_result)
+        return backends[backend_id], runners[backend_id]
+
+    if progress is not None:
+        progress(0, len(items), 0.0)
     try:
-        await asyncio.gather(
-            *(run_jobs(backends[bid], jobs, on_result) for bid, jobs in to_send.items())
-        )
+        # Build, look up and submit in chunks, so requests are in flight while later
+        # prompts are still being built.
+        for chunk_start in range(0, len(items), _CHUNK):
+            planned: list[tuple[Backend, JobRunner[_Route], Job[_Route]]] = []
+            for index in range(chunk_start, min(chunk_start + _CHUNK, len(items))):
+                item, judge = items[index], judges[index]
+                decided = judge.decide_without_model(item)
+                if decided is not None:
+                    finish_item(index, decided)
+                    continue
+                states[index] = _ItemState(judge, judge.orders(item))
+                backend, runner = runner_for(judge)
+                assert judge.persona.template is not None
+                for swapped in states[index].orders:
+                    request = judge.request(item, swapped)
+                    key = cache_key(
+                        backend.identity(),
+                        request,
+                        judge.persona.template.digest,
+                        judge.spec.cache_fields(),
+                    )
+                    planned.append((backend, runner, Job(request, (index, swapped, key))))
+            hits = cache.get_many(job.payload[2] for _, _, job in planned) if cache else {}
+            for _, runner, job in planned:
+                index, swapped, key = job.payload
+                cached = hits.get(key)
+                if cached is not None:
+                    verdict = states[index].judge.read(cached, swapped)
+                    if verdict.failure is None:
+                        cache_hits += 1
+                        record(index, swapped, verdict)
+                        continue
+                runner.submit(job)
+            await asyncio.sleep(0)
+        for runner in runners.values():
+            runner.close()
+        await asyncio.gather(*(runner.wait() for runner in runners.values()))
     finally:
         requests_sent = sum(b.requests_sent for b in backends.values())
         await asyncio.gather(*(b.aclose() for b in backends.values()))

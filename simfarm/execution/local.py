@@ -2,16 +2,17 @@
 
 A fixed set of workers (``backend.max_concurrency``) pulls up to ``backend.batch_size``
 requests at a time from one queue: an HTTP backend gets 64 workers taking one request each,
-a local model one worker taking padded batches. Each result is handed to ``on_result`` the
-moment it arrives (that is where the caller commits it to the cache), so a crash loses at
-most what was in flight. ``on_result`` may ask for the job to be sent again (a judge whose
-answer could not be parsed).
+a local model one worker taking padded batches. Jobs may be submitted while earlier ones
+are already in flight, so a large run starts sending at once instead of after building
+every prompt. Each result is handed to ``on_result`` the moment it arrives (that is where
+the caller commits it to the cache), so a crash loses at most what was in flight.
+``on_result`` may ask for the job to be sent again (a judge whose answer was unreadable).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -33,44 +34,64 @@ ResultHandler = Callable[[Job[JobT], Completion], bool]
 """Called with each result; returns True to send the job again."""
 
 
-async def run_jobs(
-    backend: Backend, jobs: Sequence[Job[JobT]], on_result: ResultHandler[JobT]
-) -> None:
-    """Send every job (and every retry asked for) through ``backend``."""
-    if not jobs:
-        return
-    queue: asyncio.Queue[Job[JobT]] = asyncio.Queue()
-    for job in jobs:
-        queue.put_nowait(job)
-    pending = len(jobs)
-    done = asyncio.Event()
-    batch_size = max(1, backend.batch_size)
+class JobRunner(Generic[JobT]):
+    """Feeds one backend from a queue; use :meth:`submit`, then :meth:`close` and :meth:`wait`."""
 
-    async def worker() -> None:
-        nonlocal pending
+    def __init__(self, backend: Backend, on_result: ResultHandler[JobT]) -> None:
+        self.backend = backend
+        self.on_result = on_result
+        self._queue: asyncio.Queue[Job[JobT]] = asyncio.Queue()
+        self._pending = 0
+        self._closed = False
+        self._done = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._error: BaseException | None = None
+        self._max_workers = max(1, backend.max_concurrency)
+        self._batch_size = max(1, backend.batch_size)
+
+    def submit(self, job: Job[JobT]) -> None:
+        self._pending += 1
+        self._queue.put_nowait(job)
+        if len(self._workers) < min(self._max_workers, self._pending):
+            self._workers.append(asyncio.create_task(self._worker()))
+
+    def close(self) -> None:
+        """No more jobs will be submitted."""
+        self._closed = True
+        if self._pending == 0:
+            self._done.set()
+
+    async def wait(self) -> None:
+        try:
+            await self._done.wait()
+        finally:
+            for task in self._workers:
+                task.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._error is not None:
+            raise self._error
+
+    async def _worker(self) -> None:
         while True:
-            batch = [await queue.get()]
-            while len(batch) < batch_size and not queue.empty():
-                batch.append(queue.get_nowait())
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                completions = await backend.complete([job.request for job in batch])
+                completions = await self.backend.complete([job.request for job in batch])
             except Exception as error:  # a backend bug must not hang the run
                 failure = Failure(kind="backend", message=f"{type(error).__name__}: {error}")
                 completions = [Completion(failure=failure) for _ in batch]
             for job, completion in zip(batch, completions, strict=True):
-                if on_result(job, completion):
+                try:
+                    again = self.on_result(job, completion)
+                except BaseException as error:  # surface it from wait(), don't hang
+                    self._error = error
+                    self._done.set()
+                    raise
+                if again:
                     job.attempt += 1
-                    queue.put_nowait(job)
+                    self._queue.put_nowait(job)
                 else:
-                    pending -= 1
-            if pending == 0:
-                done.set()
-
-    n_workers = min(max(1, backend.max_concurrency), len(jobs))
-    workers = [asyncio.create_task(worker()) for _ in range(n_workers)]
-    try:
-        await done.wait()
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+                    self._pending -= 1
+            if self._closed and self._pending == 0:
+                self._done.set()

@@ -126,6 +126,8 @@ class FakeOpenAIServer:
             )
         if fault == "500":
             return web.json_response({"error": {"message": "internal error"}}, status=500)
+        if fault == "400":
+            return web.json_response({"error": {"message": "bad request"}}, status=400)
         if fault == "timeout":
             await asyncio.sleep(self.config.timeout_sleep_s)
         first_wins = self._verdict_first_wins(prompt)
@@ -273,8 +275,12 @@ def start_server(
     fault_kinds: str = "429,500,timeout,garbled",
     timeout_sleep_s: float = 30.0,
     seed: int = 0,
+    port: int = 0,
 ) -> RunningServer:
-    """Start the fake server in a child process on 127.0.0.1 and wait until it listens."""
+    """Start the fake server in a child process on 127.0.0.1 and wait until it listens.
+
+    ``port=0`` picks a free port; pass a previous server's port to restart "the same"
+    server (same base URL, so the same cache keys)."""
     command = [
         sys.executable,
         "-m",
@@ -291,6 +297,8 @@ def start_server(
         str(timeout_sleep_s),
         "--seed",
         str(seed),
+        "--port",
+        str(port),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None

@@ -1,0 +1,107 @@
+"""Annotation throughput against a loopback OpenAI-compatible server.
+
+The server runs in its own process with 100 ms latency; the client keeps 64 requests in
+flight, so the limit is 64 / 0.1 s = 640 requests/s. Two clients are measured in one run:
+
+- bare aiohttp: one shared session, 64 workers posting a fixed body (the ceiling a Python
+  client reaches on this machine);
+- simfarm: the full annotation path (persona -> prompt -> backend -> parser -> SQLite
+  cache commit per result) over 3,000 distinct pairs.
+
+Last line: ``ratio=<simfarm requests/s / 640>`` (target >= 0.9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from simfarm.annotation import annotate_async, load_annotator
+from simfarm.cache import CompletionCache
+from simfarm.testing.openai_server import start_server
+from simfarm.types import PairwiseItem
+
+LATENCY_S = 0.1
+CONCURRENCY = 64
+N_REQUESTS = 3000
+LIMIT = CONCURRENCY / LATENCY_S
+
+
+async def bare_aiohttp(base_url: str) -> float:
+    body = json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    )
+    remaining = N_REQUESTS
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                async with session.post(
+                    base_url + "/chat/completions",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                ) as response:
+                    await response.json()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return N_REQUESTS / (time.perf_counter() - started)
+
+
+def simfarm_items() -> list[PairwiseItem]:
+    return [
+        PairwiseItem(
+            instruction=f"Instruction number {i}: explain topic {i % 97}.",
+            output_1=f"A short answer {i}.",
+            output_2=f"A somewhat longer answer for item {i}, with a little more detail.",
+            generator_1="reference",
+            generator_2="model",
+        )
+        for i in range(N_REQUESTS)
+    ]
+
+
+async def simfarm_run(base_url: str, cache_dir: Path) -> tuple[float, int]:
+    persona = load_annotator("alpaca_farm_greedy")
+    cache = CompletionCache(cache_dir / "bench.sqlite")
+    items = simfarm_items()
+    started = time.perf_counter()
+    result = await annotate_async(
+        items,
+        persona,
+        cache=cache,
+        backend_overrides={
+            "model": "bench",
+            "options": {"base_url": base_url, "max_concurrency": CONCURRENCY},
+        },
+    )
+    elapsed = time.perf_counter() - started
+    cache.close()
+    summary = result.summary
+    assert summary.n_annotated == N_REQUESTS, summary
+    return summary.requests_sent / elapsed, summary.requests_sent
+
+
+def main() -> None:
+    with start_server(latency_s=LATENCY_S) as server, tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(bare_aiohttp(server.base_url))  # warm-up: connections, server paths
+        bare = asyncio.run(bare_aiohttp(server.base_url))
+        rate, sent = asyncio.run(simfarm_run(server.base_url, Path(tmp)))
+    print(f"limit            {LIMIT:8.1f} req/s  (64 in flight / {LATENCY_S * 1000:.0f} ms)")
+    print(f"bare aiohttp     {bare:8.1f} req/s  ratio {bare / LIMIT:.3f}")
+    print(f"simfarm annotate {rate:8.1f} req/s  ratio {rate / LIMIT:.3f}  ({sent} requests)")
+    sys.stdout.flush()
+    print(f"ratio={rate / LIMIT:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The length-controlled win rate: alpaca_eval's GLM (Dubois et al. 2024), fitted per model.
+
+For one model against the reference, the GLM is
+
+    P(model beats reference on x) = σ(φ · tanh(Δlen_x / std(Δlen)) + ψ · γ_x + θ)
+
+with ``Δlen = len(reference output) - len(model output)`` in characters (alpaca_eval's
+sign), ``γ_x`` the per-instruction difficulty (:mod:`.difficulty`) and ``θ`` the model term.
+The LC win rate is the mean prediction with ``Δlen`` set to zero, over every instruction the
+model was judged on (failed annotations included: they still belong to the benchmark); its
+standard error is the sample standard error of those predictions, as in alpaca_eval.
+
+Fitting mirrors ``alpaca_eval.metrics.glm_winrate`` (``length_controlled_v1``): no intercept
+(``θ`` is the coefficient of a constant column, so it is penalised too), L1 penalty, liblinear,
+``random_state=123``, soft labels ``preference - 1`` entered as two weighted rows, and the
+penalty strength chosen among ``np.logspace(-4, 4, 10)`` by 5-fold ``GroupKFold``
+cross-validation (both copies of a row in the same fold) on the continuous log-loss, then a
+refit on all rows. That is what ``LogisticRegressionCV`` does there; the loop is written out
+with scikit-learn's ``LogisticRegression`` so the scorer needs no global metadata-routing
+switch. Given the same ``γ_x`` it reproduces alpaca_eval's LC values.
+
+One part of alpaca_eval's recipe is not reproduced: its regularisation towards two "gamed"
+variants of the reference (``gpt4_1106_preview_verbose`` / ``_concise``, weight 0.2), whose
+annotations are only on the hub. Without them the length term is fitted from the model's own
+annotations alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from simfarm.errors import ConfigError
+from simfarm.evaluation.difficulty import InstructionDifficulty, instruction_key
+from simfarm.types import PairwiseAnnotation, Record
+
+N_SPLITS = 5
+CS = np.logspace(-4, 4, 10)
+RANDOM_STATE = 123
+_EPS = 1e-15
+
+# alpaca_eval's names for the three weights (its patsy formula terms), for saved weights.
+WEIGHT_NAMES = ("np.tanh(std_delta_len)", "instruction_difficulty", "not_gamed_baseline.astype(float)")
+
+
+class GLMWeights(Record):
+    length: float
+    """φ: weight of ``tanh(standardised Δlen)`` (negative when longer model outputs win)."""
+    difficulty: float
+    """ψ: weight of the instruction difficulty ``γ_x``."""
+    model: float
+    """θ: the model term."""
+    C: float
+    """Inverse L1 strength picked by cross-validation (NaN when nothing was fitted)."""
+
+
+class LengthControlledResult(Record):
+    length_controlled_winrate: float
+    lc_standard_error: float
+    weights: GLMWeights
+
+
+@functools.cache
+def _l1_kwargs() -> dict[str, Any]:
+    """An L1 penalty, spelled as the installed scikit-learn wants it (``penalty`` is
+    deprecated from 1.8 on in favour of ``l1_ratio``)."""
+    from sklearn.linear_model import LogisticRegression
+
+    default = inspect.signature(LogisticRegression).parameters["penalty"].default
+    return {"l1_ratio": 1.0} if default == "deprecated" else {"penalty": "l1"}
+
+
+def _fit(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, C: float) -> np.ndarray:
+    """The fitted coefficients (3 of them: length, difficulty, model)."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(
+        C=C,
+        solver="liblinear",
+        fit_intercept=False,
+        random_state=RANDOM_STATE,
+        dual=False,
+        **_l1_kwargs(),
+    )
+    # Inputs are built here, finite and well-typed: skip the per-call re-validation, which
+    # otherwise costs more than the 51 small fits per model themselves.
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        model.fit(features, labels, sample_weight=weights)
+    return np.asarray(model.coef_[0], dtype=float)
+
+
+def _predict(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """P(label 1) of a fitted model without intercept: the logistic of ``features @ coef``."""
+    return np.exp(-np.logaddexp(0.0, -(features @ coef)))
+
+
+def _continuous_log_loss(target: np.ndarray, predicted: np.ndarray) -> float:
+    predicted = np.clip(predicted, _EPS, 1 - _EPS)
+    return float(-np.mean(target * np.log(predicted) + (1 - target) * np.log(1 - predicted)))
+
+
+def _cross_validated_fit(features: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+    from sklearn.model_selection import GroupKFold
+
+    n = target.size
+    dup_features = np.vstack([features, features])
+    labels = np.concatenate([np.ones(n), np.zeros(n)])
+    weights = np.concatenate([target, 1.0 - target])
+    groups = np.concatenate([np.arange(n), np.arange(n)])
+    soft = np.concatenate([target, target])  # each copy is scored against the soft label
+    n_splits = min(N_SPLITS, n)
+    scores = np.zeros(len(CS))
+    if n_splits >= 2:
+        for train, test in GroupKFold(n_splits=n_splits).split(dup_features, labels, groups):
+            for i, C in enumerate(CS):
+                coef = _fit(dup_features[train], labels[train], weights[train], C)
+                scores[i] -= _continuous_log_loss(soft[test], _predict(dup_features[test], coef))
+    best_C = float(CS[int(np.argmax(scores))]) if n_splits >= 2 else 1.0
+    return _fit(dup_features, labels, weights, best_C), best_C
+
+
+def length_controlled_winrate(
+    annotations: Sequence[PairwiseAnnotation], difficulty: InstructionDifficulty
+) -> LengthControlledResult:
+    """LC win rate of one model (all ``annotations`` share ``generator_2``)."""
+    if not annotations:
+        raise ConfigError("no annotations to compute a length-controlled win rate from")
+    if all(a.generator_1 == a.generator_2 for a in annotations):
+        # The reference against itself: 50% by construction, as in alpaca_eval.
+        return LengthControlledResult(
+            length_controlled_winrate=50.0,
+            lc_standard_error=0.0,
+            weights=GLMWeights(length=0.0, difficulty=0.0, model=0.0, C=math.nan),
+        )
+    lookup = difficulty.lookup()
+    missing = [a.instruction for a in annotations if instruction_key(a) not in lookup]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} instruction(s) of {annotations[0].generator_2!r} have no "
+            f"difficulty value (first: {missing[0][:80]!r}); estimate difficulty from "
+            "annotations that include them"
+        )
+    gamma = np.array([lookup[instruction_key(a)] for a in annotations])
+    len_1 = np.array([len(a.output_1) for a in annotations], dtype=float)
+    len_2 = np.array([len(a.output_2) for a in annotations], dtype=float)
+    delta = len_1 - len_2
+    spread = float(np.std(delta, ddof=1)) if delta.size > 1 else 0.0
+    std_delta = delta / spread if spread > 0 else np.zeros_like(delta)
+    features = np.column_stack([np.tanh(std_delta), gamma, np.ones_like(gamma)])
+
+    preference = np.array(
+        [math.nan if a.preference is None else a.preference for a in annotations], dtype=float
+    )
+    preference = np.where(preference == 0.0, 1.5, preference)
+    valid = (preference >= 1.0) & (preference <= 2.0)
+    if not valid.any():
+        raise ConfigError(
+            f"{annotations[0].generator_2!r}: every annotation failed; no LC win rate"
+        )
+    coef, best_C = _cross_validated_fit(features[valid], preference[valid] - 1.0)
+
+    counterfactual = np.column_stack([np.zeros_like(gamma), gamma, np.ones_like(gamma)])
+    predicted = _predict(counterfactual, coef)
+    sem = float(np.std(predicted, ddof=1) / math.sqrt(predicted.size)) if predicted.size > 1 else 0.0
+    return LengthControlledResult(
+        length_controlled_winrate=float(predicted.mean() * 100),
+        lc_standard_error=sem * 100,
+        weights=GLMWeights(
+            length=float(coef[0]), difficulty=float(coef[1]), model=float(coef[2]), C=best_C
+        ),
+    )
