@@ -112,7 +112,9 @@ def _assemble_gguf(scratch: Path) -> Path:
     try:
         return Path(package.assemble())
     except (OSError, ValueError) as error:  # FileExistsError (bad sha256) is an OSError
-        logger.warning("assembling the GGUF in its default place failed (%s); using %s", error, scratch)
+        logger.warning(
+            "assembling the GGUF in its default place failed (%s); using %s", error, scratch
+        )
         return Path(package.assemble(scratch / package.MODEL_NAME, overwrite=True))
 
 
@@ -133,7 +135,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         )
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
     dequantized = transformers.AutoModelForCausalLM.from_pretrained(folder, **load_kwargs)
-    state = {key: value.detach().to(torch.float32) for key, value in dequantized.state_dict().items()}
+    state = {
+        key: value.detach().to(torch.float32) for key, value in dequantized.state_dict().items()
+    }
     config = dequantized.config
     del dequantized
     if hasattr(config, "quantization_config"):

@@ -63,7 +63,7 @@ class OpenAIHTTPOptions(BaseModel):
 _TRANSIENT_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-class _Attempt(Exception):
+class AttemptFailed(Exception):
     """One failed attempt: its kind, whether to retry, and the server's Retry-After."""
 
     def __init__(self, kind: FailureKind, message: str, retry: bool, retry_after: float | None):
@@ -117,7 +117,6 @@ class OpenAIHTTPBackend(Backend):
                 headers=self._headers(),
                 timeout=aiohttp.ClientTimeout(total=self.options.timeout_s),
             )
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
         return self._session
 
     async def aclose(self) -> None:
@@ -158,10 +157,9 @@ class OpenAIHTTPBackend(Backend):
         return path, body
 
     async def _complete_one(self, request: CompletionRequest) -> Completion:
-        session = self._ensure_session()
-        assert self._semaphore is not None
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
         path, body = self._body(request)
-        payload = json.dumps(body)
         attempts = 0
         started = time.perf_counter()
         while True:
@@ -178,11 +176,11 @@ class OpenAIHTTPBackend(Backend):
             self._requests_sent += 1
             try:
                 async with self._semaphore:
-                    data = await self._post(session, path, payload)
+                    data = await self._send(path, body)
                 completion = self._parse(data, request)
                 completion.latency_s = time.perf_counter() - started
                 return completion
-            except _Attempt as failed:
+            except AttemptFailed as failed:
                 if not failed.retry or attempts > self.options.max_retries:
                     return Completion(
                         latency_s=time.perf_counter() - started,
@@ -197,33 +195,37 @@ class OpenAIHTTPBackend(Backend):
             delay = max(delay, min(retry_after, self.options.backoff_max_s))
         return delay
 
-    async def _post(self, session: aiohttp.ClientSession, path: str, payload: str) -> Any:
+    async def _send(self, path: str, body: dict[str, Any]) -> Any:
+        """One attempt: the response JSON, or :class:`AttemptFailed` saying what went wrong."""
+        session = self._ensure_session()
         url = self._base_url + path
         try:
-            async with session.post(url, data=payload) as response:
+            async with session.post(url, data=json.dumps(body)) as response:
                 status = response.status
                 text = await response.text()
                 if status == 200:
                     try:
                         return json.loads(text)
                     except json.JSONDecodeError:
-                        raise _Attempt(
+                        raise AttemptFailed(
                             "server_error", f"invalid JSON from {url}: {text[:200]!r}", True, None
                         ) from None
                 retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                 message = f"HTTP {status} from {url}: {_error_message(text)}"
                 if status == 429:
-                    raise _Attempt("rate_limit", message, True, retry_after)
+                    raise AttemptFailed("rate_limit", message, True, retry_after)
                 if status >= 500 or status in _TRANSIENT_STATUSES:
-                    raise _Attempt("server_error", message, True, retry_after)
-                raise _Attempt("client_error", message, False, None)
+                    raise AttemptFailed("server_error", message, True, retry_after)
+                raise AttemptFailed("client_error", message, False, None)
         except TimeoutError:
-            raise _Attempt(
+            raise AttemptFailed(
                 "timeout", f"no answer from {url} within {self.options.timeout_s}s", True, None
             ) from None
         except aiohttp.ClientError as error:
             # str(error) holds the URL and the OS error, never request headers.
-            raise _Attempt("connection", f"{type(error).__name__}: {error}", True, None) from None
+            raise AttemptFailed(
+                "connection", f"{type(error).__name__}: {error}", True, None
+            ) from None
 
     def _parse(self, data: Any, request: CompletionRequest) -> Completion:
         try:
@@ -236,7 +238,7 @@ class OpenAIHTTPBackend(Backend):
                 text = choice.get("text") or ""
                 logprobs = _completion_logprobs(choice.get("logprobs"))
         except (KeyError, IndexError, TypeError, AttributeError) as error:
-            raise _Attempt(
+            raise AttemptFailed(
                 "server_error", f"malformed response ({error!r}): {str(data)[:200]}", True, None
             ) from None
         prompt_tokens = int(usage.get("prompt_tokens") or 0)

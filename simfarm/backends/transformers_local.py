@@ -566,8 +566,10 @@ class TransformersBackend(Backend):
                     positions = positions[keep]
                     live = [live[i] for i in still]
                 next_ids = torch.tensor(
-                    [[row.out_ids[-1] if row.finish_reason is None else loaded.pad_id]
-                     for row in live],
+                    [
+                        [row.out_ids[-1] if row.finish_reason is None else loaded.pad_id]
+                        for row in live
+                    ],
                     dtype=torch.long,
                     device=device,
                 )
@@ -633,7 +635,9 @@ class TransformersBackend(Backend):
                 # Keep the tokens that contribute to the returned text: those starting before
                 # the stop string.
                 starts = [0, *row.text_ends[:-1]]
-                logprobs = [lp for lp, start in zip(logprobs, starts, strict=False) if start < row.cut]
+                logprobs = [
+                    lp for lp, start in zip(logprobs, starts, strict=False) if start < row.cut
+                ]
         return Completion(
             text=text,
             logprobs=logprobs,
@@ -682,7 +686,8 @@ class TransformersBackend(Backend):
                 n_cont = items[i][1]
                 grown = max(chunk_cont, n_cont)
                 if chunk and (
-                    len(chunk) >= self.batch_size or (len(chunk) + 1) * (grown + 1) > budget_positions
+                    len(chunk) >= self.batch_size
+                    or (len(chunk) + 1) * (grown + 1) > budget_positions
                 ):
                     self._score_chunk(loaded, torch, [(j, *items[j]) for j in chunk], scores)
                     chunk, chunk_cont = [], 0
@@ -699,7 +704,9 @@ class TransformersBackend(Backend):
         """:meth:`score_continuations` in a worker thread, leaving the event loop free."""
         return await asyncio.to_thread(self.score_continuations, list(pairs))
 
-    def _continuation_ids(self, loaded: _Loaded, prompt: str, continuation: str) -> tuple[list[int], int]:
+    def _continuation_ids(
+        self, loaded: _Loaded, prompt: str, continuation: str
+    ) -> tuple[list[int], int]:
         prompt_ids = self._encode(loaded, prompt)
         full_ids = self._encode(loaded, prompt + continuation)
         common = 0

@@ -164,9 +164,7 @@ def save_difficulty(difficulty: InstructionDifficulty, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for e in difficulty.entries:
-            writer.writerow(
-                [e.instruction, e.input, repr(e.instruction_difficulty), e.n_models]
-            )
+            writer.writerow([e.instruction, e.input, repr(e.instruction_difficulty), e.n_models])
     meta = {"method": difficulty.method, "models": difficulty.models, "csv": path.name}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 

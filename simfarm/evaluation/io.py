@@ -316,4 +316,3 @@ def load_model_outputs(
     if warn:
         raise_or_warn(checker.issues, policy, label)
     return OutputsFile(label, outputs, checker.issues)
-

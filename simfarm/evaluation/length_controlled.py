@@ -45,7 +45,11 @@ RANDOM_STATE = 123
 _EPS = 1e-15
 
 # alpaca_eval's names for the three weights (its patsy formula terms), for saved weights.
-WEIGHT_NAMES = ("np.tanh(std_delta_len)", "instruction_difficulty", "not_gamed_baseline.astype(float)")
+WEIGHT_NAMES = (
+    "np.tanh(std_delta_len)",
+    "instruction_difficulty",
+    "not_gamed_baseline.astype(float)",
+)
 
 
 class GLMWeights(Record):
@@ -167,7 +171,9 @@ def length_controlled_winrate(
 
     counterfactual = np.column_stack([np.zeros_like(gamma), gamma, np.ones_like(gamma)])
     predicted = _predict(counterfactual, coef)
-    sem = float(np.std(predicted, ddof=1) / math.sqrt(predicted.size)) if predicted.size > 1 else 0.0
+    sem = (
+        float(np.std(predicted, ddof=1) / math.sqrt(predicted.size)) if predicted.size > 1 else 0.0
+    )
     return LengthControlledResult(
         length_controlled_winrate=float(predicted.mean() * 100),
         lc_standard_error=sem * 100,

@@ -107,7 +107,9 @@ def test_connection_refused_is_a_failure_not_an_exception() -> None:
 
 def test_request_budget_stops_sending() -> None:
     with start_server() as server:
-        results = _run(_backend(server.base_url, request_budget=3, max_concurrency=1), [_chat()] * 5)
+        results = _run(
+            _backend(server.base_url, request_budget=3, max_concurrency=1), [_chat()] * 5
+        )
         assert [r.ok for r in results].count(True) == 3
         assert {r.failure.kind for r in results if r.failure} == {"budget"}
         assert server.stats()["requests"] == 3
@@ -136,3 +138,25 @@ def test_registry_builds_it_and_rejects_unknown_options() -> None:
     assert isinstance(backend, OpenAIHTTPBackend)
     with pytest.raises(ValueError, match="not_an_option"):
         create_backend(BackendSpec(name="openai", model="m", options={"not_an_option": 1}))
+
+
+def test_sdk_backend_speaks_the_same_protocol() -> None:
+    with start_server(fault_rate=0.3, fault_kinds="429,500", seed=1) as server:
+        spec = BackendSpec(
+            name="openai_sdk",
+            model="test-model",
+            options={"base_url": server.base_url, "backoff_base_s": 0.01, "max_retries": 8},
+        )
+        backend = create_backend(spec)
+
+        async def go():
+            async with backend:
+                return await backend.complete([_chat(), _chat(logprobs=True, top_logprobs=2)] * 5)
+
+        results = asyncio.run(go())
+    assert all(r.ok for r in results)
+    assert results[0].text == "Output (b)"
+    assert results[1].logprobs is not None and set(results[1].logprobs[0].top_logprobs) == {
+        "m",
+        "M",
+    }

@@ -1,0 +1,95 @@
+"""PNG figures: a leaderboard (win rate ± SE beside LC ± SE) and a ranking scatter plot.
+
+Drawn with matplotlib's non-interactive Agg backend, so they work on a headless machine and
+never open a window from inside a CLI command.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from simfarm.evaluation.leaderboard import Leaderboard
+
+
+def _pyplot():  # -> matplotlib.pyplot, imported lazily (slow import)
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _nan_to_zero(value: float | None) -> float:
+    return 0.0 if value is None or math.isnan(value) else value
+
+
+def plot_leaderboard(leaderboard: Leaderboard, path: Path) -> Path:
+    """Horizontal bars per model: win rate and LC win rate, each with its standard error."""
+    plt = _pyplot()
+    rows = list(reversed(leaderboard.rows))  # best at the top
+    names = [r.generator_2 for r in rows]
+    has_lc = any(r.length_controlled_winrate is not None for r in rows)
+    height = 0.38 if has_lc else 0.7
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rows)))
+    positions = list(range(len(rows)))
+    ax.barh(
+        [p + (height / 2 if has_lc else 0) for p in positions],
+        [r.win_rate for r in rows],
+        height=height,
+        xerr=[_nan_to_zero(r.standard_error) for r in rows],
+        color="#7aa6c2",
+        capsize=3,
+        label="win rate ± SE",
+    )
+    if has_lc:
+        ax.barh(
+            [p - height / 2 for p in positions],
+            [_nan_to_zero(r.length_controlled_winrate) for r in rows],
+            height=height,
+            xerr=[_nan_to_zero(r.lc_standard_error) for r in rows],
+            color="#e39b54",
+            capsize=3,
+            label="length-controlled win rate ± SE",
+        )
+    ax.set_yticks(positions, names)
+    ax.set_xlabel(f"% preferred over {leaderboard.reference}")
+    ax.axvline(50, color="grey", linewidth=0.8, linestyle=":")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title("Win rate against the reference")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_scatter(
+    names: Sequence[str],
+    simulated: Sequence[float],
+    human: Sequence[float],
+    path: Path,
+    *,
+    x_label: str,
+    y_label: str,
+    title: str,
+) -> Path:
+    """One labelled point per system: simulated score against the human-derived one."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    ax.scatter(simulated, human, color="#4c72b0")
+    for name, x, y in zip(names, simulated, human, strict=True):
+        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
