@@ -25,7 +25,9 @@ class BuildPyWithData(build_py):
                 continue
             for path in source.rglob("*"):
                 if path.is_file() and "__pycache__" not in path.parts:
-                    target = Path(self.build_lib) / "simfarm" / "_data" / name / path.relative_to(source)
+                    target = (
+                        Path(self.build_lib) / "simfarm" / "_data" / name / path.relative_to(source)
+                    )
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self.copy_file(str(path), str(target))
 

@@ -200,13 +200,11 @@ def personas_schema(
 
 
 def _register_commands() -> None:
-    import importlib
+    from simfarm.cli_evaluation import register as register_evaluation
+    from simfarm.quickstart import register as register_quickstart
 
-    for module in ("simfarm.cli_evaluation", "simfarm.quickstart"):  # TODO: direct imports
-        try:
-            importlib.import_module(module).register(app)
-        except ModuleNotFoundError:
-            pass
+    register_evaluation(app)
+    register_quickstart(app)
 
 
 _register_commands()

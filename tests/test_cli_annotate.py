@@ -46,22 +46,33 @@ def test_longest_reproduces_the_length_rule_on_alpaca_eval(
     result = runner.invoke(
         app,
         [
-            "annotate", "--persona", "longest", "--quiet",
-            "--model-outputs", str(outputs / f"{model}.json"),
-            "--reference-outputs", str(outputs / "gpt4_1106_preview.json"),
-            "--out", str(out),
+            "annotate",
+            "--persona",
+            "longest",
+            "--quiet",
+            "--model-outputs",
+            str(outputs / f"{model}.json"),
+            "--reference-outputs",
+            str(outputs / "gpt4_1106_preview.json"),
+            "--out",
+            str(out),
         ],
     )
     assert result.exit_code == 0, result.output
     model_records = json.loads((outputs / f"{model}.json").read_text())
-    reference = {r["instruction"]: r["output"] for r in json.loads(
-        (outputs / "gpt4_1106_preview.json").read_text())}
+    reference = {
+        r["instruction"]: r["output"]
+        for r in json.loads((outputs / "gpt4_1106_preview.json").read_text())
+    }
     annotations = read_jsonl(out)
     assert len(annotations) == len(model_records) == 805
     for record, annotation in zip(model_records, annotations, strict=True):
         ref = reference[record["instruction"]]
-        expected = 1.5 if len(ref) == len(record["output"]) else (
-            2.0 if len(record["output"]) > len(ref) else 1.0)
+        expected = (
+            1.5
+            if len(ref) == len(record["output"])
+            else (2.0 if len(record["output"]) > len(ref) else 1.0)
+        )
         assert annotation["instruction"] == record["instruction"]
         assert annotation["output_1"] == ref and annotation["output_2"] == record["output"]
         assert annotation["generator_2"] == record["generator"]
@@ -73,15 +84,24 @@ def test_longest_reproduces_the_length_rule_on_alpaca_eval(
 def test_server_persona_805_pairs_then_zero_requests(shared_data: Path, tmp_path: Path) -> None:
     outputs = shared_data / "alpaca_eval" / "model_outputs"
     args = [
-        "annotate", "--persona", "alpaca_farm_greedy", "--quiet",
-        "--model-outputs", str(outputs / "alpaca-7b.json"),
-        "--reference-outputs", str(outputs / "gpt4_1106_preview.json"),
+        "annotate",
+        "--persona",
+        "alpaca_farm_greedy",
+        "--quiet",
+        "--model-outputs",
+        str(outputs / "alpaca-7b.json"),
+        "--reference-outputs",
+        str(outputs / "gpt4_1106_preview.json"),
     ]
     with start_server(latency_s=0.01) as server:
-        first = runner.invoke(app, [*args, "--base-url", server.base_url, "--out", str(tmp_path / "a.jsonl")])
+        first = runner.invoke(
+            app, [*args, "--base-url", server.base_url, "--out", str(tmp_path / "a.jsonl")]
+        )
         assert first.exit_code == 0, first.output
         sent_first = server.stats()["requests"]
-        second = runner.invoke(app, [*args, "--base-url", server.base_url, "--out", str(tmp_path / "b.jsonl")])
+        second = runner.invoke(
+            app, [*args, "--base-url", server.base_url, "--out", str(tmp_path / "b.jsonl")]
+        )
         assert second.exit_code == 0, second.output
         assert server.stats()["requests"] == sent_first  # the rerun made 0 requests
     a, b = read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "b.jsonl")
@@ -95,12 +115,18 @@ def test_server_persona_805_pairs_then_zero_requests(shared_data: Path, tmp_path
 def _pairs_file(path: Path, n: int) -> Path:
     with path.open("w") as out:
         for i in range(n):
-            out.write(json.dumps({
-                "instruction": f"Task {i}: describe item {i}.",
-                "output_1": f"answer {i}",
-                "output_2": f"a longer answer for task {i}",
-                "generator_1": "ref", "generator_2": "model",
-            }) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "instruction": f"Task {i}: describe item {i}.",
+                        "output_1": f"answer {i}",
+                        "output_2": f"a longer answer for task {i}",
+                        "generator_1": "ref",
+                        "generator_2": "model",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -118,8 +144,18 @@ def test_kill_9_mid_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     with start_server(latency_s=0.05) as server:
         name = make_persona(tmp_path, server, options={"max_concurrency": 64})
-        args = ["annotate", "--persona", name, "--annotators-dir", str(tmp_path),
-                "--pairs", str(pairs), "--out", str(out), "--quiet"]
+        args = [
+            "annotate",
+            "--persona",
+            name,
+            "--annotators-dir",
+            str(tmp_path),
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
         process = simfarm_cli(*args)
         _wait_for(server, 700, process)
         process.send_signal(signal.SIGKILL)
@@ -128,12 +164,14 @@ def test_kill_9_mid_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
         done_before = server.stats()["completed"]
         assert done_before < 2000
         rerun = simfarm_cli(*args)
-        stdout, stderr = rerun.communicate(timeout=300)
+        _stdout, stderr = rerun.communicate(timeout=300)
         assert rerun.returncode == 0, stderr
         stats = server.stats()
     annotations = read_jsonl(out)
     assert len(annotations) == 2000
-    assert {a["instruction"] for a in annotations} == {f"Task {i}: describe item {i}." for i in range(2000)}
+    assert {a["instruction"] for a in annotations} == {
+        f"Task {i}: describe item {i}." for i in range(2000)
+    }
     assert all(a["preference"] == 2.0 and a["failure"] is None for a in annotations)
     assert stats["distinct_prompts"] == 2000
     assert stats["resent"] <= 64, stats  # at most what was in flight at the kill
@@ -144,8 +182,18 @@ def test_ctrl_c_keeps_answers_and_says_how_to_resume(tmp_path: Path) -> None:
     pairs = _pairs_file(tmp_path / "pairs.jsonl", 1500)
     with start_server(latency_s=0.05) as server:
         name = make_persona(tmp_path, server)
-        args = ["annotate", "--persona", name, "--annotators-dir", str(tmp_path),
-                "--pairs", str(pairs), "--out", str(tmp_path / "o.jsonl"), "--quiet"]
+        args = [
+            "annotate",
+            "--persona",
+            name,
+            "--annotators-dir",
+            str(tmp_path),
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--quiet",
+        ]
         process = simfarm_cli(*args)
         _wait_for(server, 300, process)
         process.send_signal(signal.SIGINT)
@@ -165,9 +213,19 @@ def test_request_budget_then_resume(tmp_path: Path) -> None:
     pairs = _pairs_file(tmp_path / "pairs.jsonl", 120)
     with start_server() as server:
         name = make_persona(tmp_path, server)
-        base = ["annotate", "--persona", name, "--annotators-dir", str(tmp_path),
-                "--pairs", str(pairs), "--quiet"]
-        limited = runner.invoke(app, [*base, "--max-requests", "50", "--out", str(tmp_path / "a.jsonl")])
+        base = [
+            "annotate",
+            "--persona",
+            name,
+            "--annotators-dir",
+            str(tmp_path),
+            "--pairs",
+            str(pairs),
+            "--quiet",
+        ]
+        limited = runner.invoke(
+            app, [*base, "--max-requests", "50", "--out", str(tmp_path / "a.jsonl")]
+        )
         assert limited.exit_code == 0, limited.output
         first = read_jsonl(tmp_path / "a.jsonl")
         assert sum(a["preference"] is not None for a in first) == 50
@@ -181,19 +239,48 @@ def test_request_budget_then_resume(tmp_path: Path) -> None:
 
 def test_bad_input_record_is_named(tmp_path: Path) -> None:
     model = tmp_path / "m.json"
-    model.write_text(json.dumps([
-        {"instruction": "a", "output": "x", "generator": "m"},
-        {"instruction": "b", "output": True, "generator": "m"},
-    ]))
+    model.write_text(
+        json.dumps(
+            [
+                {"instruction": "a", "output": "x", "generator": "m"},
+                {"instruction": "b", "output": True, "generator": "m"},
+            ]
+        )
+    )
     ref = tmp_path / "r.json"
     ref.write_text(json.dumps([{"instruction": "a", "output": "y", "generator": "r"}]))
-    result = runner.invoke(app, ["annotate", "--persona", "longest", "--model-outputs", str(model),
-                                 "--reference-outputs", str(ref), "--out", str(tmp_path / "o.jsonl")])
+    result = runner.invoke(
+        app,
+        [
+            "annotate",
+            "--persona",
+            "longest",
+            "--model-outputs",
+            str(model),
+            "--reference-outputs",
+            str(ref),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
     assert result.exit_code == 2
     assert "m.json" in result.output and "record 1" in result.output and "'output'" in result.output
-    skipped = runner.invoke(app, ["annotate", "--persona", "longest", "--model-outputs", str(model),
-                                  "--reference-outputs", str(ref), "--on-bad-record", "skip",
-                                  "--out", str(tmp_path / "o.jsonl")])
+    skipped = runner.invoke(
+        app,
+        [
+            "annotate",
+            "--persona",
+            "longest",
+            "--model-outputs",
+            str(model),
+            "--reference-outputs",
+            str(ref),
+            "--on-bad-record",
+            "skip",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
     assert skipped.exit_code == 0, skipped.output
     assert len(read_jsonl(tmp_path / "o.jsonl")) == 1
 
@@ -203,10 +290,23 @@ def test_api_key_never_reaches_output_cache_or_logs(tmp_path: Path) -> None:
     pairs = _pairs_file(tmp_path / "pairs.jsonl", 40)
     cache = tmp_path / "cache.sqlite"
     with start_server(fault_rate=0.5, fault_kinds="400,500") as server:
-        name = make_persona(tmp_path, server, options={"api_key_env": "MY_JUDGE_KEY", "max_retries": 0})
-        process = simfarm_cli("annotate", "--persona", name, "--annotators-dir", str(tmp_path),
-                              "--pairs", str(pairs), "--out", str(tmp_path / "o.jsonl"),
-                              "--cache-path", str(cache), env={"MY_JUDGE_KEY": secret})
+        name = make_persona(
+            tmp_path, server, options={"api_key_env": "MY_JUDGE_KEY", "max_retries": 0}
+        )
+        process = simfarm_cli(
+            "annotate",
+            "--persona",
+            name,
+            "--annotators-dir",
+            str(tmp_path),
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--cache-path",
+            str(cache),
+            env={"MY_JUDGE_KEY": secret},
+        )
         stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "client_error" in (tmp_path / "o.jsonl").read_text()

@@ -128,3 +128,28 @@ def annotator_json_schema() -> dict[str, Any]:
     schema = _SPEC_ADAPTER.json_schema()
     schema["title"] = "simfarm annotator (persona or pool)"
     return schema
+
+
+def measured_agreement_note(annotator_id: str, dirs: list[Path] | None = None) -> str | None:
+    """One line stating a persona's measured human agreement, for printing beside any
+    leaderboard it produced; None when the id is not a local persona or has no measurement."""
+    try:
+        loaded = load_annotator(annotator_id, dirs)
+    except ConfigError:
+        return None
+    personas = [loaded] if isinstance(loaded, LoadedPersona) else [m for m, _ in loaded.members]
+    notes = []
+    for persona in personas:
+        measured = persona.spec.measured_agreement
+        if measured is None:
+            continue
+        baseline = (
+            f"; `longest` on the same pairs: {measured.longest_agreement:.3f}"
+            if measured.longest_agreement is not None
+            else ""
+        )
+        notes.append(
+            f"judge `{persona.spec.id}`: human agreement {measured.agreement:.3f} on "
+            f"{measured.human_set} (n={measured.n}){baseline}"
+        )
+    return " | ".join(notes) or None

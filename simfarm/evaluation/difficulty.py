@@ -11,7 +11,7 @@ given (several models judged against one reference on the same instructions):
     ``P(model beats reference on x) = σ(θ_model + γ_x)`` with soft labels ``preference - 1``
     (each row entered twice, as label 1 with weight ``p`` and label 0 with weight ``1 - p``,
     which is alpaca_eval's own trick for continuous preferences), an L2 penalty of strength
-    ``1/C`` (``C = 1``) on all coefficients, fitted by scikit-learn (lbfgs). The model terms
+    ``1/C`` (``C = 1``) on all coefficients, fitted by scikit-learn (Newton-CG). The model terms
     absorb how strong each system is, so ``γ_x`` is what remains: how winnable instruction
     ``x`` is against the reference for a typical model. The penalty acts as a standard-normal
     prior that keeps instructions every model lost (or won) finite. The values are then
@@ -78,10 +78,10 @@ def _valid_rows(
 ) -> tuple[list[str], list[tuple[int, InstructionKey, float]]]:
     models: list[str] = []
     rows: list[tuple[int, InstructionKey, float]] = []
-    for model, annotations in annotations_by_model.items():
+    for model, model_annotations in annotations_by_model.items():
         usable = [
-            a
-            for a in annotations
+            (instruction_key(a), a.preference - 1.0)
+            for a in model_annotations
             if a.generator_1 != a.generator_2
             and a.preference is not None
             and 1.0 <= a.preference <= 2.0
@@ -89,7 +89,7 @@ def _valid_rows(
         if not usable:
             continue
         models.append(model)
-        rows.extend((len(models) - 1, instruction_key(a), a.preference - 1.0) for a in usable)
+        rows.extend((len(models) - 1, key, target) for key, target in usable)
     return models, rows
 
 
@@ -147,7 +147,11 @@ def _joint_glm(
     labels = np.concatenate([np.ones(n), np.zeros(n)])
     weights = np.concatenate([target, 1.0 - target])
     keep = weights > 0
-    model = LogisticRegression(C=JOINT_GLM_C, fit_intercept=False, max_iter=2000, tol=1e-8)
+    # Newton-CG: ~800 coefficients, converges in a handful of Hessian steps (10x faster
+    # than lbfgs here at the same tolerance).
+    model = LogisticRegression(
+        C=JOINT_GLM_C, fit_intercept=False, solver="newton-cg", max_iter=1000, tol=1e-8
+    )
     model.fit(features[keep], labels[keep], sample_weight=weights[keep])
     gamma = model.coef_[0][n_models:]
     return gamma - gamma.mean()

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from simfarm.datafiles import ModelOutput, read_records
 from simfarm.errors import ConfigError
-from simfarm.evaluation.issues import BadRecordPolicy, RecordIssue, raise_or_warn
+from simfarm.evaluation.issues import BadRecordPolicy, IssueAction, RecordIssue, raise_or_warn
 from simfarm.types import PairwiseAnnotation
 
 _MISSING = object()
@@ -37,7 +37,7 @@ class _Problem:
     problem: str
     fixable: bool
     """Whether the ``coerce`` policy may keep the record with a repaired value."""
-    fallback: str = "skipped"
+    fallback: IssueAction = "skipped"
     """What ``coerce`` does when the value cannot be repaired: skip, or mark failed."""
 
 
@@ -143,17 +143,18 @@ class RecordChecker:
         problems, self._problems = self._problems, []
         if not problems:
             return "keep"
+        action: IssueAction | None
         if self.policy == "error":
             action = "error"
         elif self.policy == "skip":
             action = "skipped"
         elif all(p.fixable or p.fallback == "treated as failed" for p in problems):
-            action = ""  # per problem below
+            action = None  # decided per problem below
         else:
             action = "skipped"
         verdict = "skip" if action in ("skipped", "error") else "keep"
         for p in problems:
-            this = action or ("coerced" if p.fixable else p.fallback)
+            this: IssueAction = action or ("coerced" if p.fixable else p.fallback)
             if this == "treated as failed":
                 verdict = "keep-failed"
             self.issues.append(
@@ -316,3 +317,29 @@ def load_model_outputs(
     if warn:
         raise_or_warn(checker.issues, policy, label)
     return OutputsFile(label, outputs, checker.issues)
+
+
+def load_rating_scores(
+    path: Path, policy: BadRecordPolicy = "coerce"
+) -> tuple[dict[str, float], list[RecordIssue]]:
+    """A rating annotator's output: records with ``item_id`` and ``score`` (or ``rating``),
+    e.g. one JSON object per line. Returns {item_id: score} and the bad records."""
+    checker = RecordChecker(str(path), policy)
+    scores: dict[str, float] = {}
+    for index, record in enumerate(read_records(Path(path))):
+        if not isinstance(record, dict):
+            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
+            checker.finish(index)
+            continue
+        item_id = checker.text(record, "item_id")
+        name = "score" if "score" in record else "rating"
+        value = record.get(name)
+        if value is None or _is_nan(value):
+            checker.fail(name, "missing (a failed rating)")
+            score = math.nan
+        else:
+            score = checker.number(record, name, default=math.nan)
+        if checker.finish(index) == "keep" and not _is_nan(score):
+            scores[item_id] = score
+    raise_or_warn(checker.issues, policy, str(path))
+    return scores, checker.issues

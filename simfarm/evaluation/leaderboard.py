@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pydantic import Field
+
 from simfarm.errors import ConfigError
 from simfarm.evaluation.difficulty import (
     DifficultyMethod,
@@ -86,7 +88,10 @@ class Leaderboard(Record):
     rows: list[LeaderboardRow]
     difficulty_method: str | None = None
     """How instruction difficulty was obtained (None when LC was not computed)."""
-    glm_weights: dict[str, GLMWeights] = {}
+    glm_weights: dict[str, GLMWeights] = Field(default_factory=dict)
+    judge_agreement: list[str] = Field(default_factory=list)
+    """Measured human agreement of the judges behind these rows (from their persona
+    files), shown beside the leaderboard so a weak judge is never taken for a faithful one."""
 
 
 def _reference(annotations_by_model: Mapping[str, Sequence[PairwiseAnnotation]]) -> str:
@@ -158,10 +163,15 @@ def build_leaderboard(
         value = row.length_controlled_winrate if length_controlled else row.win_rate
         return -value if value is not None and not math.isnan(value) else math.inf
 
+    from simfarm.annotation.loader import measured_agreement_note
+
+    judges = sorted({a.annotator for anns in models.values() for a in anns})
+    notes = [note for judge in judges if (note := measured_agreement_note(judge))]
     return (
         Leaderboard(
             reference=reference,
             rows=sorted(rows.values(), key=sort_key),
+            judge_agreement=notes,
             difficulty_method=difficulty.method if length_controlled and difficulty else None,
             glm_weights=weights,
         ),
@@ -201,6 +211,8 @@ def leaderboard_markdown(leaderboard: Leaderboard) -> str:
             f"{r.n_wins} | {r.n_wins_base} | {r.n_draws} | {r.n_total} | "
             f"{_fmt(r.discrete_win_rate)} | {r.avg_length} |"
         )
+    for note in leaderboard.judge_agreement:
+        lines += ["", f"**Judge quality** - {note}."]
     if leaderboard.difficulty_method:
         lines += [
             "",

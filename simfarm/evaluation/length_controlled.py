@@ -19,6 +19,10 @@ refit on all rows. That is what ``LogisticRegressionCV`` does there; the loop is
 with scikit-learn's ``LogisticRegression`` so the scorer needs no global metadata-routing
 switch. Given the same ``γ_x`` it reproduces alpaca_eval's LC values.
 
+Models are fitted one after another on purpose: liblinear seeds a process-global C random
+generator, so fits running in parallel threads interleave its draws and stop being
+reproducible (processes would be fine).
+
 One part of alpaca_eval's recipe is not reproduced: its regularisation towards two "gamed"
 variants of the reference (``gpt4_1106_preview_verbose`` / ``_concise``, weight 0.2), whose
 annotations are only on the hub. Without them the length term is fitted from the model's own

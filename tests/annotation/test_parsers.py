@@ -25,7 +25,9 @@ def test_logprob_parser_gives_a_continuous_preference() -> None:
         text="M",
         logprobs=[
             TokenLogprob(
-                token="M", logprob=math.log(0.7), top_logprobs={"M": math.log(0.7), "m": math.log(0.3)}
+                token="M",
+                logprob=math.log(0.7),
+                top_logprobs={"M": math.log(0.7), "m": math.log(0.3)},
             )
         ],
     )

@@ -24,7 +24,7 @@ REQUIRED = {"longest", "alpaca_farm_greedy", "weighted_alpaca_eval"}
 
 def test_bundled_personas_all_load() -> None:
     files = iter_annotator_files()
-    assert REQUIRED <= {p.stem for p in files}
+    assert {p.stem for p in files} >= REQUIRED
     for path in files:
         loaded = load_annotator(str(path))
         assert loaded.spec.id == path.stem
@@ -32,7 +32,9 @@ def test_bundled_personas_all_load() -> None:
 
 def test_schema_file_is_in_sync_with_the_models() -> None:
     on_disk = json.loads((bundled_data_dir("annotators") / "annotator.schema.json").read_text())
-    assert on_disk == annotator_json_schema(), "run: simfarm personas schema --out annotators/annotator.schema.json"
+    assert on_disk == annotator_json_schema(), (
+        "run: simfarm personas schema --out annotators/annotator.schema.json"
+    )
 
 
 def test_misspelt_field_is_reported_with_file_and_field(tmp_path: Path) -> None:
@@ -46,15 +48,16 @@ def test_misspelt_field_is_reported_with_file_and_field(tmp_path: Path) -> None:
 def test_wrong_type_in_nested_field_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "p.txt").write_text("{instruction} {output_1} {output_2}")
     (tmp_path / "bad.yaml").write_text(
-        "backend: {name: openai, model: m}\nprompt_template: p.txt\n"
-        "decoding: {temperature: hot}\n"
+        "backend: {name: openai, model: m}\nprompt_template: p.txt\ndecoding: {temperature: hot}\n"
     )
     with pytest.raises(ConfigError, match=r"decoding\.temperature"):
         load_annotator("bad", [tmp_path])
 
 
 def test_missing_template_file_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "x.yaml").write_text("backend: {name: openai, model: m}\nprompt_template: nope.txt\n")
+    (tmp_path / "x.yaml").write_text(
+        "backend: {name: openai, model: m}\nprompt_template: nope.txt\n"
+    )
     with pytest.raises(ConfigError, match="prompt_template"):
         load_annotator("x", [tmp_path])
 
@@ -82,8 +85,11 @@ print(json.dumps([j.id for j in _assign(load_annotator("alpaca_farm_pool"), item
 
 def test_pool_assignment_is_identical_across_processes() -> None:
     runs = [
-        json.loads(subprocess.run([sys.executable, "-c", ASSIGN_SCRIPT], capture_output=True,
-                                  text=True, check=True).stdout)
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", ASSIGN_SCRIPT], capture_output=True, text=True, check=True
+            ).stdout
+        )
         for _ in range(2)
     ]
     assert runs[0] == runs[1]

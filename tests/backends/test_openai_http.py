@@ -85,7 +85,7 @@ def test_transient_faults_recover_with_retries() -> None:
 
 
 def test_timeouts_are_classified() -> None:
-    with start_server(fault_rate=1.0, fault_kinds="timeout", timeout_sleep_s=5) as server:
+    with start_server(fault_rate=1.0, fault_kinds="timeout", timeout_sleep_s=1.5) as server:
         backend = _backend(server.base_url, timeout_s=0.3, max_retries=1)
         result = _run(backend, [_chat()])[0]
         assert result.failure is not None and result.failure.kind == "timeout"

@@ -1,0 +1,131 @@
+"""``simfarm evaluate`` without the command line: from annotation files, or from model
+outputs judged against reference outputs by an annotator, to a written leaderboard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simfarm.datafiles import pair_outputs, write_records
+from simfarm.errors import ConfigError
+from simfarm.evaluation.difficulty import DifficultyMethod, InstructionDifficulty
+from simfarm.evaluation.io import (
+    AnnotationFile,
+    group_by_model,
+    load_annotation_file,
+    load_model_outputs,
+)
+from simfarm.evaluation.issues import BadRecordPolicy, RecordIssue
+from simfarm.evaluation.leaderboard import Leaderboard, build_leaderboard, write_leaderboard
+from simfarm.evaluation.plots import plot_leaderboard
+from simfarm.types import PairwiseAnnotation
+
+AnnotateFn = Callable[..., list[PairwiseAnnotation]]
+
+
+@dataclass
+class EvaluationInputs:
+    """Annotations per model, and what went wrong reading them."""
+
+    annotations: dict[str, list[PairwiseAnnotation]]
+    issues: list[RecordIssue] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def from_annotation_files(
+    paths: Sequence[Path], policy: BadRecordPolicy = "coerce"
+) -> EvaluationInputs:
+    """Annotations of alpaca_eval ``annotations.json`` / simfarm JSONL files, by model."""
+    files: list[AnnotationFile] = [load_annotation_file(p, policy, warn=False) for p in paths]
+    notes: list[str] = []
+    seen: dict[str, str] = {}
+    for loaded in files:
+        for model in {a.generator_2 for a in loaded.annotations}:
+            if model in seen:
+                notes.append(
+                    f"model {model!r} appears in {seen[model]} and {loaded.path}; "
+                    "their annotations are pooled"
+                )
+            seen[model] = loaded.path
+    return EvaluationInputs(
+        annotations=group_by_model(files),
+        issues=[i for f in files for i in f.issues],
+        notes=notes,
+    )
+
+
+def from_model_outputs(
+    model_sources: Sequence[str],
+    reference_source: str,
+    annotator: str,
+    *,
+    policy: BadRecordPolicy = "coerce",
+    limit: int | None = None,
+    both_orders: bool = False,
+    use_cache: bool = True,
+    annotators_dirs: list[Path] | None = None,
+    show_progress: bool = False,
+    annotate: AnnotateFn | None = None,
+) -> EvaluationInputs:
+    """Judge each model's outputs against the reference's (paired by instruction)."""
+    if annotate is None:
+        from simfarm.annotation import annotate_pairs
+
+        annotate = annotate_pairs
+    reference = load_model_outputs(reference_source, policy, warn=False)
+    inputs = EvaluationInputs(annotations={}, issues=list(reference.issues))
+    for source in model_sources:
+        outputs = load_model_outputs(source, policy, warn=False)
+        inputs.issues += outputs.issues
+        items, unpaired = pair_outputs(outputs.outputs, reference.outputs)
+        if unpaired:
+            inputs.notes.append(
+                f"{source}: {len(unpaired)} instruction(s) have no reference output and are "
+                f"not judged (first: {unpaired[0][:80]!r})"
+            )
+        if limit is not None:
+            items = items[:limit]
+        if not items:
+            raise ConfigError(f"{source}: no output pairs with a reference output")
+        annotations = annotate(
+            items,
+            annotator,
+            annotators_dirs=annotators_dirs,
+            use_cache=use_cache,
+            both_orders=both_orders,
+            show_progress=show_progress,
+        )
+        for annotation in annotations:
+            inputs.annotations.setdefault(annotation.generator_2, []).append(annotation)
+    return inputs
+
+
+def write_evaluation(
+    inputs: EvaluationInputs,
+    out_dir: Path,
+    *,
+    length_controlled: bool = True,
+    difficulty: InstructionDifficulty | None = None,
+    difficulty_method: DifficultyMethod = "joint_glm",
+    save_annotations: bool = False,
+) -> tuple[Leaderboard, dict[str, Path]]:
+    """Build the leaderboard and write it (CSV, JSON, markdown, PNG, difficulty, weights);
+    with ``save_annotations`` also each model's annotations as JSONL under ``annotations/``."""
+    leaderboard, used_difficulty = build_leaderboard(
+        inputs.annotations,
+        length_controlled=length_controlled,
+        difficulty=difficulty,
+        difficulty_method=difficulty_method,
+    )
+    out_dir = Path(out_dir)
+    paths = write_leaderboard(leaderboard, out_dir, used_difficulty)
+    paths["plot"] = plot_leaderboard(leaderboard, out_dir / "leaderboard.png")
+    if save_annotations:
+        for model, annotations in inputs.annotations.items():
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+            target = out_dir / "annotations" / f"{safe}.jsonl"
+            write_records(target, annotations)
+            paths[f"annotations:{model}"] = target
+    return leaderboard, paths
