@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simfarm.cli_common import AnnotatorsDirs, console, err_console, fail
 from simfarm.errors import SimfarmError
 
 app = typer.Typer(
@@ -21,35 +22,23 @@ app = typer.Typer(
 personas_app = typer.Typer(help="List, show and validate annotator personas and pools.")
 app.add_typer(personas_app, name="personas")
 
-console = Console()
-err_console = Console(stderr=True)
-
-AnnotatorsDirs = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--annotators-dir",
-        help="Extra folder of persona/pool YAML files, searched before the bundled ones.",
-    ),
-]
-
-
-def _fail(error: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
-    return typer.Exit(code=2)
-
 
 @app.command()
 def annotate(
     persona: Annotated[str, typer.Option(help="Persona or pool id (or a path to its YAML).")],
     out: Annotated[Path, typer.Option(help="Output file: .jsonl, .json or .parquet.")],
     model_outputs: Annotated[
-        Path | None, typer.Option(help="Outputs of the model under test (alpaca_eval format).")
+        str | None,
+        typer.Option(
+            help="Outputs of the model under test: alpaca_eval JSON, JSONL, Parquet, CSV, a "
+            "`datasets` folder, or hf:<repo>[:<config>][@<split>]."
+        ),
     ] = None,
     reference_outputs: Annotated[
-        Path | None, typer.Option(help="Reference outputs, paired with the model's by instruction.")
+        str | None, typer.Option(help="Reference outputs (same formats), paired by instruction.")
     ] = None,
     pairs: Annotated[
-        Path | None, typer.Option(help="A pairs file (instruction, output_1, output_2, ...).")
+        str | None, typer.Option(help="A pairs file (instruction, output_1, output_2, ...).")
     ] = None,
     annotators_dir: AnnotatorsDirs = None,
     model: Annotated[str | None, typer.Option(help="Override the persona's model.")] = None,
@@ -65,8 +54,12 @@ def annotate(
     ] = False,
     cache_path: Annotated[Path | None, typer.Option(help="SQLite cache file to use.")] = None,
     on_bad_record: Annotated[
-        str, typer.Option(help="'error' stops at a bad input record, 'skip' skips it (reported).")
-    ] = "error",
+        str,
+        typer.Option(
+            help="Bad input records: 'coerce' (repair what can be, skip the rest), 'skip' or "
+            "'error'. Every bad record is reported with file, record index and field."
+        ),
+    ] = "coerce",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
@@ -74,20 +67,26 @@ def annotate(
     from simfarm.annotation import load_annotator
     from simfarm.datafiles import load_model_outputs, load_pairs, pair_outputs, write_records
     from simfarm.progress import annotation_progress
+    from simfarm.record_checks import (
+        RecordIssue,
+        check_policy,
+        print_record_issues,
+        raise_if_error,
+    )
 
     try:
-        if on_bad_record not in ("error", "skip"):
-            raise SimfarmError("--on-bad-record must be 'error' or 'skip'")
-        policy: Any = on_bad_record
+        policy = check_policy(on_bad_record)
+        issues: list[RecordIssue] = []
         if pairs is not None:
             if model_outputs or reference_outputs:
                 raise SimfarmError("give either --pairs or --model-outputs/--reference-outputs")
-            items = load_pairs(pairs, policy)
+            loaded_pairs = load_pairs(pairs, policy, warn=False)
+            items, issues = loaded_pairs.pairs, loaded_pairs.issues
         elif model_outputs is not None and reference_outputs is not None:
-            items, unpaired = pair_outputs(
-                load_model_outputs(model_outputs, policy),
-                load_model_outputs(reference_outputs, policy),
-            )
+            model_file = load_model_outputs(model_outputs, policy, warn=False)
+            reference_file = load_model_outputs(reference_outputs, policy, warn=False)
+            issues = [*model_file.issues, *reference_file.issues]
+            items, unpaired = pair_outputs(model_file.outputs, reference_file.outputs)
             if unpaired:
                 err_console.print(
                     f"[yellow]warning:[/] {len(unpaired)} instruction(s) of {model_outputs} have "
@@ -95,6 +94,8 @@ def annotate(
                 )
         else:
             raise SimfarmError("give --pairs, or both --model-outputs and --reference-outputs")
+        raise_if_error(issues, policy, "the input")
+        print_record_issues(issues, err_console)
         if limit is not None:
             items = items[:limit]
         loaded = load_annotator(persona, annotators_dir)
@@ -124,7 +125,7 @@ def annotate(
         )
         raise typer.Exit(code=130) from None
     except (SimfarmError, OSError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     _print_summary(result.summary, out)
 
 
@@ -181,7 +182,7 @@ def personas_show(name: str, annotators_dir: AnnotatorsDirs = None) -> None:
     try:
         loaded = load_annotator(name, annotators_dir)
     except SimfarmError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     console.print_json(loaded.spec.model_dump_json())
 
 

@@ -13,21 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from simfarm.cli_common import AnnotatorsDirs, console, err_console, fail
 from simfarm.errors import SimfarmError
 
-console = Console()
-err_console = Console(stderr=True)
-
-AnnotatorsDirs = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--annotators-dir",
-        help="Extra folder of persona/pool YAML files, searched before the bundled ones.",
-    ),
-]
 BadRecordOption = Annotated[
     str | None,
     typer.Option(
@@ -37,19 +27,11 @@ BadRecordOption = Annotated[
 ]
 
 
-def _fail(error: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
-    return typer.Exit(code=2)
+def _print_issues(issues: list[Any], policy: Any, what: str) -> None:
+    from simfarm.record_checks import print_record_issues, raise_if_error
 
-
-def _print_issues(issues: list[Any]) -> None:
-    if not issues:
-        return
-    err_console.print(f"[yellow]warning:[/] {len(issues)} bad input record(s):", highlight=False)
-    for issue in issues[:20]:
-        err_console.print(f"  {issue.describe()}", markup=False, highlight=False)
-    if len(issues) > 20:
-        err_console.print(f"  ... and {len(issues) - 20} more (all in the written report)")
+    raise_if_error(issues, policy, what)
+    print_record_issues(issues, err_console)
 
 
 def _num(value: float | int | None, digits: int = 2) -> str:
@@ -124,12 +106,12 @@ def evaluate(
     against reference outputs with an annotator.
     """
     from simfarm.evaluation.difficulty import DIFFICULTY_METHODS, load_difficulty
-    from simfarm.evaluation.issues import check_policy
     from simfarm.evaluation.run_evaluation import (
         from_annotation_files,
         from_model_outputs,
         write_evaluation,
     )
+    from simfarm.record_checks import check_policy
 
     try:
         policy = check_policy(on_bad_record or "coerce")
@@ -159,7 +141,7 @@ def evaluate(
                 "give --annotations A.json [B.json ...], or --model-outputs with "
                 "--reference-outputs and --annotator"
             )
-        _print_issues(inputs.issues)
+        _print_issues(inputs.issues, policy, "the inputs")
         for note in inputs.notes:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False)
         leaderboard, paths = write_evaluation(
@@ -171,7 +153,7 @@ def evaluate(
             save_annotations=bool(model_outputs),
         )
     except (SimfarmError, OSError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     if quiet:
         return
     table = Table(title=f"Leaderboard (reference: {leaderboard.reference})")
@@ -265,7 +247,6 @@ def validate(
     """
     from simfarm.evaluation.human_sets import find_human_set, load_human_set
     from simfarm.evaluation.io import load_annotation_file, load_rating_scores
-    from simfarm.evaluation.issues import check_policy
     from simfarm.evaluation.run_validation import (
         align_annotations,
         build_report,
@@ -273,6 +254,7 @@ def validate(
         run_annotator,
         write_report,
     )
+    from simfarm.record_checks import check_policy
 
     try:
         if (annotator is None) == (not annotations):
@@ -282,7 +264,7 @@ def validate(
         human_set = load_human_set(
             config, data_root=data_dir, subsets=subset, limit=limit, policy=policy, warn=False
         )
-        _print_issues(human_set.issues)
+        _print_issues(human_set.issues, policy or config.on_bad_record, config.name)
         pairs = pairs_of(human_set)
         notes: list[str] = []
         if annotator is not None:
@@ -300,13 +282,15 @@ def validate(
             files = [
                 load_annotation_file(p, policy or "coerce", warn=False) for p in annotations or []
             ]
-            _print_issues([i for f in files for i in f.issues])
+            _print_issues(
+                [i for f in files for i in f.issues], policy or "coerce", "the annotations"
+            )
             samples_, notes = align_annotations(pairs, files)
             label = ", ".join(sorted({a.annotator for s in samples_ for a in s} - {"missing"}))
         rating_scores = None
         if ratings is not None:
             rating_scores, rating_issues = load_rating_scores(ratings, policy or "coerce")
-            _print_issues(rating_issues)
+            _print_issues(rating_issues, policy or "coerce", str(ratings))
         report = build_report(
             human_set,
             pairs,
@@ -318,7 +302,7 @@ def validate(
         )
         paths = write_report(report, out) if out is not None else {}
     except (SimfarmError, OSError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     _print_validation(report)
     if paths:
         console.print(f"written: {paths['markdown']}, {paths['json']}")
@@ -449,7 +433,7 @@ def correlate(
                 f"({len(result.systems)} systems)",
             )
     except (SimfarmError, OSError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     pct = round(confidence * 100)
     table = Table(title=f"{result.simulated_label} vs {result.human_label}")
     for column in ("statistic", "value", f"{pct}% CI"):

@@ -1,9 +1,11 @@
 """Reading inputs and writing annotation files.
 
-Inputs: JSON arrays (alpaca_eval ``model_outputs.json``), JSON Lines, Parquet, CSV, or a
-folder saved by HF ``datasets`` (``save_to_disk``). Every record is validated; a bad one is
-reported with file, record index and field, then either stops the run (``on_bad="error"``,
-the default) or is skipped with a warning (``on_bad="skip"``). Nothing is dropped silently.
+Inputs: JSON arrays (alpaca_eval ``model_outputs.json``), JSON Lines, Parquet, CSV, a
+folder saved by HF ``datasets`` (``save_to_disk``), or ``hf:<repo>[:<config>][@<split>]``
+for a dataset on the Hugging Face hub. Every record is checked field by field; a bad one is
+reported with file, record index and field, and the :data:`BadRecordPolicy` decides whether
+it is coerced, skipped, or stops the load (see :mod:`simfarm.record_checks`). Nothing is
+dropped silently.
 
 Outputs: ``.jsonl`` (one JSON object per line), ``.json`` (an array, alpaca_eval style) or
 ``.parquet``, written to a temporary file and renamed, so a crash never leaves half a file.
@@ -14,19 +16,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from simfarm.errors import ConfigError
+from simfarm.record_checks import BadRecordPolicy, RecordChecker, RecordIssue, raise_or_warn
 from simfarm.types import PairwiseItem
-
-BadRecordPolicy = Literal["error", "skip"]
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ModelOutput(BaseModel):
@@ -95,38 +95,67 @@ def _read_hf_dataset(path: Path) -> list[dict[str, Any]]:
     return [dict(row) for row in loaded]
 
 
-def validate_records(
-    path: Path,
-    records: Sequence[Any],
-    model: type[ModelT],
-    on_bad: BadRecordPolicy = "error",
-) -> list[ModelT]:
-    """Each record validated into ``model``; problems named by file, record and field."""
-    good: list[ModelT] = []
-    problems: list[str] = []
+@dataclass
+class OutputsFile:
+    """Model outputs of one file or dataset, with what was wrong in it."""
+
+    source: str
+    outputs: list[ModelOutput]
+    issues: list[RecordIssue]
+
+
+def read_source(source: str | Path) -> list[Any]:
+    """Raw records of a local file/folder, or of ``hf:<repo>[:<config>][@<split>]``."""
+    text = str(source)
+    if text.startswith("hf:"):
+        return _read_hub(text[3:])
+    return read_records(Path(text))
+
+
+def _read_hub(spec: str) -> list[dict[str, Any]]:
+    import datasets
+
+    spec, _, split = spec.partition("@")
+    repo, _, config = spec.partition(":")
+    try:
+        loaded = datasets.load_dataset(repo, config or None, split=split or None)
+    except Exception as error:  # network, auth, unknown repo: all reach the user as one error
+        raise ConfigError(f"hf:{spec}: cannot load from the hub: {error}") from error
+    if isinstance(loaded, datasets.DatasetDict):
+        if len(loaded) != 1:
+            raise ConfigError(f"hf:{spec}: splits {list(loaded)}; name one with @<split>")
+        loaded = next(iter(loaded.values()))
+    return [dict(row) for row in loaded]
+
+
+def load_model_outputs(
+    source: str | Path,
+    policy: BadRecordPolicy = "coerce",
+    warn: bool = True,
+    default_generator: str | None = None,
+) -> OutputsFile:
+    """alpaca_eval-style outputs (``instruction``, ``output``, ``generator``, ``input``)."""
+    label = str(source)
+    records = read_source(source)
+    checker = RecordChecker(label, policy)
+    generator = default_generator or Path(label.removeprefix("hf:")).stem
+    outputs: list[ModelOutput] = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            problems.append(
-                f"{path}: record {index}: expected an object, got {type(record).__name__}"
-            )
+            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
+            checker.finish(index)
             continue
-        try:
-            good.append(model.model_validate(record))
-        except ValidationError as error:
-            for item in error.errors():
-                field = ".".join(str(p) for p in item["loc"]) or "<record>"
-                problems.append(f"{path}: record {index}: field {field!r}: {item['msg']}")
-    if problems:
-        summary = "\n".join(problems[:20])
-        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        if on_bad == "error":
-            raise ConfigError(f"{len(problems)} bad record(s):\n{summary}{more}")
-        warnings.warn(f"skipped {len(problems)} bad record(s):\n{summary}{more}", stacklevel=2)
-    return good
-
-
-def load_model_outputs(path: Path, on_bad: BadRecordPolicy = "error") -> list[ModelOutput]:
-    return validate_records(path, read_records(path), ModelOutput, on_bad)
+        values = {
+            "instruction": checker.text(record, "instruction"),
+            "input": checker.text(record, "input", default=""),
+            "output": checker.text(record, "output"),
+            "generator": checker.text(record, "generator", default=generator),
+        }
+        if checker.finish(index) == "keep":
+            outputs.append(ModelOutput.model_validate(values))
+    if warn:
+        raise_or_warn(checker.issues, policy, label)
+    return OutputsFile(label, outputs, checker.issues)
 
 
 def pair_outputs(
@@ -164,15 +193,43 @@ def pair_outputs(
     return pairs, unpaired
 
 
-def load_pairs(path: Path, on_bad: BadRecordPolicy = "error") -> list[PairwiseItem]:
+def load_pairs(
+    source: str | Path, policy: BadRecordPolicy = "coerce", warn: bool = True
+) -> PairsFile:
     """A pairs file: records with ``instruction``, ``output_1``, ``output_2`` (+ optional
     ``input``, ``generator_1``, ``generator_2``, ``item_id``); other fields are ignored."""
-    records = read_records(path)
-    fields = set(PairwiseItem.model_fields)
-    trimmed = [
-        {k: v for k, v in r.items() if k in fields} if isinstance(r, dict) else r for r in records
-    ]
-    return validate_records(path, trimmed, PairwiseItem, on_bad)
+    label = str(source)
+    records = read_source(source)
+    checker = RecordChecker(label, policy)
+    pairs: list[PairwiseItem] = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
+            checker.finish(index)
+            continue
+        values = {
+            "instruction": checker.text(record, "instruction"),
+            "input": checker.text(record, "input", default=""),
+            "output_1": checker.text(record, "output_1"),
+            "output_2": checker.text(record, "output_2"),
+            "generator_1": checker.text(record, "generator_1", default="output_1"),
+            "generator_2": checker.text(record, "generator_2", default="output_2"),
+        }
+        item_id = record.get("item_id")
+        if checker.finish(index) == "keep":
+            pairs.append(PairwiseItem(**values, item_id=None if item_id is None else str(item_id)))
+    if warn:
+        raise_or_warn(checker.issues, policy, label)
+    return PairsFile(source=label, pairs=pairs, issues=checker.issues)
+
+
+@dataclass
+class PairsFile:
+    """Pairs of one file or dataset, with what was wrong in it."""
+
+    source: str
+    pairs: list[PairwiseItem]
+    issues: list[RecordIssue]
 
 
 def write_records(path: Path, records: Iterable[BaseModel]) -> None:

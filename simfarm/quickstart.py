@@ -17,11 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simfarm.cli_common import console, err_console, fail
 from simfarm.errors import SimfarmError
 from simfarm.paths import bundled_data_dir
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def quickstart(
@@ -47,7 +45,7 @@ def quickstart(
     source = outputs or bundled_data_dir("evals") / "quickstart" / "outputs.json"
     try:
         by_generator = defaultdict(list)
-        for record in load_model_outputs(source):
+        for record in load_model_outputs(source, "error").outputs:
             by_generator[record.generator].append(record)
         if "reference" not in by_generator or len(by_generator) < 2:
             raise SimfarmError(f"{source}: needs a 'reference' generator and at least one other")
@@ -70,8 +68,7 @@ def quickstart(
             plot_leaderboard(board, out / judge / "leaderboard.png")
             boards[judge] = (board, result)
     except SimfarmError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise fail(error) from None
     _print(boards, persona, out)
 
 

@@ -237,52 +237,40 @@ def test_request_budget_then_resume(tmp_path: Path) -> None:
     assert len(frame) == 120 and frame["preference"].notna().all()
 
 
-def test_bad_input_record_is_named(tmp_path: Path) -> None:
+def test_bad_input_record_is_named_and_handled_by_policy(tmp_path: Path) -> None:
     model = tmp_path / "m.json"
     model.write_text(
         json.dumps(
             [
                 {"instruction": "a", "output": "x", "generator": "m"},
                 {"instruction": "b", "output": True, "generator": "m"},
+                {"instruction": "c", "generator": "m"},
             ]
         )
     )
     ref = tmp_path / "r.json"
-    ref.write_text(json.dumps([{"instruction": "a", "output": "y", "generator": "r"}]))
-    result = runner.invoke(
-        app,
-        [
-            "annotate",
-            "--persona",
-            "longest",
-            "--model-outputs",
-            str(model),
-            "--reference-outputs",
-            str(ref),
-            "--out",
-            str(tmp_path / "o.jsonl"),
-        ],
+    ref.write_text(
+        json.dumps([{"instruction": i, "output": "yy", "generator": "r"} for i in "abc"])
     )
-    assert result.exit_code == 2
-    assert "m.json" in result.output and "record 1" in result.output and "'output'" in result.output
-    skipped = runner.invoke(
-        app,
-        [
-            "annotate",
-            "--persona",
-            "longest",
-            "--model-outputs",
-            str(model),
-            "--reference-outputs",
-            str(ref),
-            "--on-bad-record",
-            "skip",
-            "--out",
-            str(tmp_path / "o.jsonl"),
-        ],
-    )
+    base = ["annotate", "--persona", "longest", "--model-outputs", str(model)]
+    base += ["--reference-outputs", str(ref), "--out", str(tmp_path / "o.jsonl")]
+
+    stopped = runner.invoke(app, [*base, "--on-bad-record", "error"])
+    assert stopped.exit_code == 2
+    assert "m.json: record 1: field 'output'" in stopped.output
+    assert "m.json: record 2: field 'output': missing" in stopped.output
+    assert not (tmp_path / "o.jsonl").exists()
+
+    skipped = runner.invoke(app, [*base, "--on-bad-record", "skip"])
     assert skipped.exit_code == 0, skipped.output
-    assert len(read_jsonl(tmp_path / "o.jsonl")) == 1
+    assert "record 1" in skipped.output and "skipped" in skipped.output
+    assert [a["instruction"] for a in read_jsonl(tmp_path / "o.jsonl")] == ["a"]
+
+    coerced = runner.invoke(app, base)  # default: coerce what can be repaired, skip the rest
+    assert coerced.exit_code == 0, coerced.output
+    assert "coerced" in coerced.output and "skipped" in coerced.output
+    annotations = read_jsonl(tmp_path / "o.jsonl")
+    assert [(a["instruction"], a["output_2"]) for a in annotations] == [("a", "x"), ("b", "True")]
 
 
 def test_api_key_never_reaches_output_cache_or_logs(tmp_path: Path) -> None:

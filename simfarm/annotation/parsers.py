@@ -42,9 +42,9 @@ class RegexParser(BaseModel):
         if not matches:
             raise ParseError(f"no verdict matching {self.pattern!r} in {completion.text[:120]!r}")
         chosen = matches[0] if self.match == "first" else matches[-1]
-        key = _label(chosen)
+        key = _label(chosen) or ""
         lookup = {k.lower(): v for k, v in self.labels.items()} if self.ignore_case else self.labels
-        value = lookup.get(key.lower() if self.ignore_case else key)  # type: ignore[union-attr]
+        value = lookup.get(key.lower() if self.ignore_case else key)
         if value is None:
             raise ParseError(f"verdict {key!r} is not one of {sorted(self.labels)}")
         return float(value), None

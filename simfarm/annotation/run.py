@@ -228,7 +228,7 @@ def _summarise(
         n_items=len(annotations),
         n_annotated=len(preferences),
         n_failed=sum(failures.values()),
-        failures_by_kind=dict(failures),
+        failures_by_kind={str(kind): n for kind, n in failures.items()},
         n_output_1_wins=sum(p < 1.5 for p in preferences),
         n_output_2_wins=sum(p > 1.5 for p in preferences),
         n_ties=sum(p == 1.5 for p in preferences),

@@ -42,16 +42,16 @@ class OpenAIHTTPOptions(BaseModel):
     """Server root including ``/v1`` (e.g. ``http://127.0.0.1:8000/v1`` for vLLM serve)."""
     api_key_env: str | None = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key (None: send no key)."""
-    max_concurrency: int = Field(64, ge=1)
+    max_concurrency: int = Field(default=64, ge=1)
     """Requests in flight at once (one connection each)."""
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)
     """Total time allowed for one attempt."""
-    max_retries: int = Field(6, ge=0)
+    max_retries: int = Field(default=6, ge=0)
     """Retries after the first attempt, for transient failures only."""
-    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_base_s: float = Field(default=0.5, ge=0)
     """First backoff; doubles each retry (full jitter), capped by ``backoff_max_s``."""
-    backoff_max_s: float = Field(30.0, ge=0)
-    request_budget: int | None = Field(None, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    request_budget: int | None = Field(default=None, ge=0)
     """At most this many HTTP requests (attempts) in this run; the rest fail with kind
     ``budget`` and are not cached, so a later run picks them up."""
     price: PriceTable | None = None

@@ -16,6 +16,7 @@ import openai
 
 from simfarm.backends.base import BackendSpec
 from simfarm.backends.openai_http import AttemptFailed, OpenAIHTTPBackend, OpenAIHTTPOptions
+from simfarm.types import FailureKind
 
 
 class OpenAISDKBackend(OpenAIHTTPBackend):
@@ -79,7 +80,7 @@ class OpenAISDKBackend(OpenAIHTTPBackend):
             raise AttemptFailed("connection", _describe(error), True, None) from None
         except openai.APIStatusError as error:
             transient = error.status_code >= 500 or error.status_code in (408, 409)
-            kind = "server_error" if transient else "client_error"
+            kind: FailureKind = "server_error" if transient else "client_error"
             raise AttemptFailed(kind, _describe(error), transient, _retry_after(error)) from None
         return response.model_dump()
 

@@ -28,10 +28,8 @@ from simfarm.evaluation.human_sets import (
 from simfarm.evaluation.io import (
     AnnotationFile,
     load_annotation_file,
-    load_model_outputs,
     load_rating_scores,
 )
-from simfarm.evaluation.issues import BadRecordPolicy, RecordIssue
 from simfarm.evaluation.leaderboard import (
     Leaderboard,
     LeaderboardRow,
@@ -56,6 +54,7 @@ from simfarm.evaluation.run_validation import (
 )
 from simfarm.evaluation.validation import AgreementMetrics, ValidationReport, agreement_metrics
 from simfarm.evaluation.winrate import WinRateMetrics, compute_winrate
+from simfarm.record_checks import BadRecordPolicy, RecordIssue
 
 __all__ = [
     "AgreementMetrics",
@@ -88,7 +87,6 @@ __all__ = [
     "load_annotation_file",
     "load_difficulty",
     "load_human_set",
-    "load_model_outputs",
     "load_rating_scores",
     "load_scores",
     "pairs_of",

@@ -40,9 +40,8 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from simfarm.datafiles import read_records
 from simfarm.errors import ConfigError
-from simfarm.evaluation.io import RecordChecker
-from simfarm.evaluation.issues import BadRecordPolicy, RecordIssue, raise_or_warn
 from simfarm.paths import data_search_path
+from simfarm.record_checks import BadRecordPolicy, RecordChecker, RecordIssue, raise_or_warn
 from simfarm.types import PairwiseItem, Record, stable_digest
 
 DATA_DIR_ENV = "SIMFARM_DATA_DIR"
@@ -75,7 +74,7 @@ class _SetBase(Record):
     license: str | None = None
     citation: str | None = None
     on_bad_record: BadRecordPolicy = "coerce"
-    """What to do with a record that has a bad field (see ``simfarm.evaluation.issues``)."""
+    """What to do with a record that has a bad field (see ``simfarm.record_checks``)."""
     subsets: list[SubsetSpec] = Field(min_length=1)
 
 

@@ -8,18 +8,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simfarm.datafiles import pair_outputs, write_records
+from simfarm.datafiles import load_model_outputs, pair_outputs, write_records
 from simfarm.errors import ConfigError
 from simfarm.evaluation.difficulty import DifficultyMethod, InstructionDifficulty
 from simfarm.evaluation.io import (
     AnnotationFile,
     group_by_model,
     load_annotation_file,
-    load_model_outputs,
 )
-from simfarm.evaluation.issues import BadRecordPolicy, RecordIssue
 from simfarm.evaluation.leaderboard import Leaderboard, build_leaderboard, write_leaderboard
 from simfarm.evaluation.plots import plot_leaderboard
+from simfarm.record_checks import BadRecordPolicy, RecordIssue
 from simfarm.types import PairwiseAnnotation
 
 AnnotateFn = Callable[..., list[PairwiseAnnotation]]

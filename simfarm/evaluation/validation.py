@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from simfarm.evaluation.human_sets import HumanPairwiseItem, HumanRatingItem
-from simfarm.evaluation.issues import RecordIssue
 from simfarm.evaluation.winrate import discretize
+from simfarm.record_checks import RecordIssue
 from simfarm.types import PairwiseAnnotation, Record
 
 LENGTH_MARGIN = 30

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from simfarm.datafiles import load_model_outputs
 from simfarm.errors import ConfigError
 from simfarm.evaluation.human_sets import find_human_set, load_human_set
-from simfarm.evaluation.io import load_annotation_file, load_model_outputs
+from simfarm.evaluation.io import load_annotation_file
 from simfarm.evaluation.winrate import compute_winrate
 
 PANDALM_BOOLEANS = {
