@@ -74,17 +74,19 @@ class PairwiseJudge:
     def decide_without_model(self, item: PairwiseItem) -> PairwiseAnnotation | None:
         """The annotation when no model call is needed (rule persona, identical outputs,
         label noise), else None."""
-        annotation = self.base_annotation(item)
         if item.output_1 == item.output_2:
+            annotation = self.base_annotation(item)
             annotation.preference = 1.5
             return annotation
         if self.spec.label_noise > 0:
             rng = seeded_rng("label_noise", self.id, item.content_digest())
             if rng.random() < 2 * self.spec.label_noise:
+                annotation = self.base_annotation(item)
                 annotation.preference = float(rng.choice((1, 2)))
                 annotation.raw_completion = "<label noise: fair coin>"
                 return annotation
         if self.spec.rule is not None:
+            annotation = self.base_annotation(item)
             len_1, len_2 = len(item.output_1), len(item.output_2)
             longer_wins = self.spec.rule == "longest"
             if len_1 == len_2:

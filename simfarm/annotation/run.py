@@ -62,8 +62,9 @@ class AnnotationResult:
     summary: AnnotationSummary
 
 
-_CHUNK = 256
-"""Items planned per step before yielding to the event loop (and to requests in flight)."""
+_FIRST_CHUNK, _MAX_CHUNK = 8, 256
+"""Items planned per step before yielding to the event loop (and to requests in flight):
+small at first, so the first requests leave at once, then doubling up to the maximum."""
 
 _Route = tuple[int, bool, str]
 """(item index, shown swapped?, cache key): where a result belongs."""
@@ -152,35 +153,43 @@ async def annotate_async(
         record(index, swapped, verdict)
         return False
 
-    def runner_for(judge: PairwiseJudge) -> tuple[Backend, JobRunner[_Route]]:
-        assert judge.spec.backend is not None
-        backend_spec = _with_overrides(judge.spec.backend, backend_overrides)
-        backend_id = stable_digest(backend_spec.model_dump())
-        if backend_id not in backends:
-            backends[backend_id] = create_backend(backend_spec)
-            runners[backend_id] = JobRunner(backends[backend_id], on_result)
-        return backends[backend_id], runners[backend_id]
+    routes: dict[int, tuple[Backend, JobRunner[_Route], dict[str, Any]]] = {}
+
+    def runner_for(judge: PairwiseJudge) -> tuple[Backend, JobRunner[_Route], dict[str, Any]]:
+        """The judge's backend (shared by judges with equal specs), runner and identity."""
+        if id(judge) not in routes:
+            assert judge.spec.backend is not None
+            backend_spec = _with_overrides(judge.spec.backend, backend_overrides)
+            backend_id = stable_digest(backend_spec.model_dump())
+            if backend_id not in backends:
+                backends[backend_id] = create_backend(backend_spec)
+                runners[backend_id] = JobRunner(backends[backend_id], on_result)
+            backend = backends[backend_id]
+            routes[id(judge)] = (backend, runners[backend_id], backend.identity())
+        return routes[id(judge)]
 
     if progress is not None:
         progress(0, len(items), 0.0)
     try:
         # Build, look up and submit in chunks, so requests are in flight while later
         # prompts are still being built.
-        for chunk_start in range(0, len(items), _CHUNK):
+        start, chunk = 0, _FIRST_CHUNK
+        while start < len(items):
             planned: list[tuple[Backend, JobRunner[_Route], Job[_Route]]] = []
-            for index in range(chunk_start, min(chunk_start + _CHUNK, len(items))):
+            end = min(start + chunk, len(items))
+            for index in range(start, end):
                 item, judge = items[index], judges[index]
                 decided = judge.decide_without_model(item)
                 if decided is not None:
                     finish_item(index, decided)
                     continue
                 states[index] = _ItemState(judge, judge.orders(item))
-                backend, runner = runner_for(judge)
+                backend, runner, identity = runner_for(judge)
                 assert judge.persona.template is not None
                 for swapped in states[index].orders:
                     request = judge.request(item, swapped)
                     key = cache_key(
-                        backend.identity(),
+                        identity,
                         request,
                         judge.persona.template.digest,
                         judge.spec.cache_fields(),
@@ -197,6 +206,7 @@ async def annotate_async(
                         record(index, swapped, verdict)
                         continue
                 runner.submit(job)
+            start, chunk = end, min(2 * chunk, _MAX_CHUNK)
             await asyncio.sleep(0)
         for runner in runners.values():
             runner.close()
