@@ -18,6 +18,7 @@ from simfarm.evaluation.human_sets import (
 )
 from simfarm.evaluation.validation import system_ranking
 from simfarm.types import PairwiseAnnotation
+from tests.conftest import REPO_ROOT
 
 
 def test_shipped_configs_are_valid() -> None:
@@ -133,28 +134,38 @@ def test_config_errors_name_file_and_field(tmp_path: Path) -> None:
         read_set_config(bad)
 
 
-def test_hub_sets_load_through_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No network here: `datasets.load_dataset` is replaced, first by an outage, then by a
-    # hub that answers with two rows in the BIG-bench layout.
-    import datasets
-
-    calls: list[tuple] = []
-
-    def outage(*args, **kwargs):
-        calls.append((args, kwargs))
-        raise ConnectionError("offline")
-
-    monkeypatch.setattr(datasets, "load_dataset", outage)
-    with pytest.raises(ConfigError, match=r"tried.*hub HuggingFaceH4/hhh_alignment.*offline"):
+def test_hub_sets_load_through_the_real_datasets_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No network here, so the real `datasets.load_dataset` is exercised twice: offline, the
+    # hub id fails and the error names it; pointed at a local folder laid out like a hub
+    # repository (configs declared in its README), the same call loads the rows.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"hub HuggingFaceH4/hhh_alignment"):
         load_human_set(find_human_set("hhh_hub"), data_root=tmp_path, subsets=["harmless"])
-    assert calls == [(("HuggingFaceH4/hhh_alignment", "harmless"), {"split": "test"})]
 
-    rows = [{"input": "q", "targets": {"choices": ["good", "bad"], "labels": [1, 0]}}] * 2
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
-    loaded = load_human_set(find_human_set("hhh_hub"), data_root=tmp_path, subsets=["harmless"])
-    assert len(loaded.pairs) == 2 and loaded.sources == [
-        "hf:HuggingFaceH4/hhh_alignment:harmless@test"
-    ]
+    repo = tmp_path / "hub_repo"
+    (repo / "harmless").mkdir(parents=True)
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: harmless\n  data_files:\n"
+        "  - split: test\n    path: harmless/test.jsonl\n---\n"
+    )
+    row = {"input": "q", "targets": {"choices": ["good", "bad"], "labels": [1, 0]}}
+    (repo / "harmless" / "test.jsonl").write_text((json.dumps(row) + "\n") * 2)
+    config = (REPO_ROOT / "evals" / "hhh_hub.yaml").read_text()
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    (evals / "hhh_local_hub.yaml").write_text(
+        config.replace("HuggingFaceH4/hhh_alignment", str(repo)).replace(
+            "name: hhh_hub", "name: hhh_local_hub"
+        )
+    )
+    monkeypatch.setenv("SIMFARM_EVALS_DIR", str(evals))
+    loaded = load_human_set(
+        find_human_set("hhh_local_hub"), data_root=tmp_path, subsets=["harmless"]
+    )
+    assert len(loaded.pairs) == 2
+    assert loaded.sources == [f"hf:{repo}:harmless@test"]
 
 
 def test_choices_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
