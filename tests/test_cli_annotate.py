@@ -302,3 +302,55 @@ def test_api_key_never_reaches_output_cache_or_logs(tmp_path: Path) -> None:
         assert secret not in blob
     for path in tmp_path.glob("cache.sqlite*"):
         assert secret.encode() not in path.read_bytes()
+
+
+def test_pool_assigns_members_and_records_them(tmp_path: Path) -> None:
+    pairs = _pairs_file(tmp_path / "pairs.jsonl", 90)
+    with start_server() as server:
+        result = runner.invoke(
+            app,
+            [
+                "annotate",
+                "--persona",
+                "alpaca_farm_pool",
+                "--base-url",
+                server.base_url,
+                "--pairs",
+                str(pairs),
+                "--out",
+                str(tmp_path / "o.jsonl"),
+                "--quiet",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert server.stats()["requests"] == 90
+    annotations = read_jsonl(tmp_path / "o.jsonl")
+    assert {a["pool"] for a in annotations} == {"alpaca_farm_pool"}
+    members = [a["annotator"] for a in annotations]
+    assert set(members) == {"alpaca_farm_greedy", "literature_fan", "lazy_reader"}
+    assert all(a["preference"] == 2.0 for a in annotations)  # the server prefers longer
+
+
+def test_reads_a_datasets_folder(tmp_path: Path) -> None:
+    import datasets
+
+    rows = [{"instruction": f"q{i}", "output": "x" * (i + 1), "generator": "m"} for i in range(5)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "model_ds"))
+    reference = [{"instruction": f"q{i}", "output": "xxx", "generator": "ref"} for i in range(5)]
+    (tmp_path / "ref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reference))
+    result = runner.invoke(
+        app,
+        [
+            "annotate",
+            "--persona",
+            "longest",
+            "--model-outputs",
+            str(tmp_path / "model_ds"),
+            "--reference-outputs",
+            str(tmp_path / "ref.jsonl"),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert [a["preference"] for a in read_jsonl(tmp_path / "o.jsonl")] == [1, 1, 1.5, 2, 2]

@@ -59,7 +59,9 @@ class PairwiseJudge:
         return self.spec.id
 
     def base_annotation(self, item: PairwiseItem) -> PairwiseAnnotation:
-        return PairwiseAnnotation(
+        # Every value comes from an already validated item or persona: construct without
+        # validating again (this runs once per judged pair, on the event loop).
+        return PairwiseAnnotation.model_construct(
             instruction=item.instruction,
             input=item.input,
             output_1=item.output_1,
