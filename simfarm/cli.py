@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simfarm.cli_common import AnnotatorsDirs, console, err_console, fail
@@ -159,18 +160,21 @@ def personas_list(annotators_dir: AnnotatorsDirs = None) -> None:
     """Every persona and pool on the search path."""
     from simfarm.annotation import iter_annotator_files, read_spec
 
-    table = Table("id", "kind", "backend / rule", "description", "file")
+    table = Table("id", "kind", "backend / rule", "description")
     for path in iter_annotator_files(annotators_dir):
         try:
             spec = read_spec(path)
         except SimfarmError as error:
-            table.add_row(path.stem, "[red]invalid[/]", "", str(error).splitlines()[0], str(path))
+            table.add_row(path.stem, "[red]invalid[/]", "", escape(str(error).splitlines()[0]))
             continue
         if spec.kind == "pool":
             how = ", ".join(m.persona for m in spec.members)
         else:
-            how = spec.rule or (f"{spec.backend.name}:{spec.backend.model}" if spec.backend else "")
-        table.add_row(spec.id, spec.kind, how, spec.description, str(path))
+            backend = spec.backend
+            how = spec.rule or (
+                ":".join(p for p in (backend.name, backend.model) if p) if backend else ""
+            )
+        table.add_row(spec.id, spec.kind, how, escape(spec.description))
     console.print(table)
 
 

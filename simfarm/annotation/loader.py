@@ -92,11 +92,24 @@ def load_persona_file(path: Path, spec: PairwisePersona | None = None) -> Loaded
     spec = spec or _expect_persona(path, read_spec(path))
     template = None
     if spec.prompt_template is not None:
-        template_path = (path.parent / spec.prompt_template).resolve()
-        if not template_path.is_file():
-            raise ConfigError(f"{path}: prompt_template: no file at {template_path}")
-        template = PromptTemplate.from_file(template_path)
+        template = PromptTemplate.from_file(_find_template(path, spec.prompt_template))
     return LoadedPersona(spec=spec, template=template, path=path)
+
+
+def _find_template(persona_path: Path, name: str) -> Path:
+    """A template next to the persona file first, then in the annotator folders, so a
+    user's persona can reuse a bundled template by its relative name
+    (``prompts/alpaca_farm_pairwise.txt``)."""
+    candidates = [persona_path.parent / name]
+    if not Path(name).is_absolute():
+        candidates += [folder / name for folder in data_search_path("annotators")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(
+        f"{persona_path}: prompt_template: {name!r} not found in "
+        f"{[str(c.parent) for c in candidates]}"
+    )
 
 
 def _expect_persona(path: Path, spec: PairwisePersona | AnnotatorPool) -> PairwisePersona:

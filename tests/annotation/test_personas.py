@@ -62,6 +62,16 @@ def test_missing_template_file_is_an_error(tmp_path: Path) -> None:
         load_annotator("x", [tmp_path])
 
 
+def test_user_persona_can_reuse_a_bundled_template(tmp_path: Path) -> None:
+    (tmp_path / "terse.yaml").write_text(
+        "backend: {name: openai, model: m}\n"
+        "prompt_template: prompts/alpaca_farm_pairwise.txt\n"
+        "persona_text: ' You value brevity.'\n"
+    )
+    loaded = load_annotator("terse", [tmp_path])
+    assert loaded.template is not None and "{output_1}" in loaded.template.text
+
+
 def test_user_folder_shadows_bundled(tmp_path: Path) -> None:
     (tmp_path / "longest.yaml").write_text("rule: shortest\ndescription: mine\n")
     assert load_annotator("longest", [tmp_path]).spec.rule == "shortest"
