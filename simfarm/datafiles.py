@@ -140,11 +140,7 @@ def load_model_outputs(
     checker = RecordChecker(label, policy)
     generator = default_generator or Path(label.removeprefix("hf:")).stem
     outputs: list[ModelOutput] = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(records):
         values = {
             "instruction": checker.text(record, "instruction"),
             "input": checker.text(record, "input", default=""),
@@ -202,11 +198,7 @@ def load_pairs(
     records = read_source(source)
     checker = RecordChecker(label, policy)
     pairs: list[PairwiseItem] = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(records):
         values = {
             "instruction": checker.text(record, "instruction"),
             "input": checker.text(record, "input", default=""),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,6 +107,16 @@ class RecordChecker:
     policy: BadRecordPolicy
     issues: list[RecordIssue] = field(default_factory=list)
     _problems: list[_Problem] = field(default_factory=list)
+
+    def objects(self, records: Iterable[Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(index, record)`` for each record that is a JSON object; any other value is
+        reported (with its index) under the policy and not yielded."""
+        for index, record in enumerate(records):
+            if isinstance(record, dict):
+                yield index, record
+            else:
+                self.fail("<record>", f"expected an object, got {type(record).__name__}")
+                self.finish(index)
 
     def text(self, record: dict[str, Any], name: str, default: str | None = None) -> str:
         """A text field; booleans and numbers are repairable (their text), anything else not."""

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from simfarm.cli import app
 from simfarm.testing.openai_server import start_server
-from tests.annotation.test_pairwise_run import make_persona
+from tests.server_personas import make_persona
 
 runner = CliRunner()
 MODELS = ["alpaca-7b", "claude-2", "gemma-7b-it"]

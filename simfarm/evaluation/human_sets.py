@@ -326,11 +326,7 @@ def _parse_pairwise(
 ) -> list[HumanPairwiseItem]:
     f = config.fields
     out: list[HumanPairwiseItem] = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(records):
         instruction = checker.text(record, f.instruction)
         input_text = checker.text(record, f.input, default="") if f.input else ""
         output_1 = checker.text(record, f.output_1)
@@ -380,11 +376,7 @@ def _parse_prompt_pair(
 ) -> list[HumanPairwiseItem]:
     f = config.fields
     out: list[HumanPairwiseItem] = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(records):
         parts: dict[str, tuple[str | None, str | None]] = {}
         for name in (f.chosen, f.rejected):
             prompt = checker.text(record, name)
@@ -425,11 +417,7 @@ def _parse_choices(
     checker: RecordChecker,
 ) -> list[HumanPairwiseItem]:
     out: list[HumanPairwiseItem] = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(records):
         instruction = checker.text(record, config.input_field)
         targets = record.get(config.targets_field)
         choices = targets.get("choices") if isinstance(targets, dict) else None
@@ -470,11 +458,7 @@ def _parse_likert(
 ) -> list[HumanRatingItem]:
     f = config.fields
     out: list[HumanRatingItem] = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(records):
         history = checker.text(record, f.history)
         context = checker.text(record, f.context, default="") if f.context else ""
         response = checker.text(record, f.response)

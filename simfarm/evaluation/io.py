@@ -57,11 +57,7 @@ def parse_annotation_records(
     checker = RecordChecker(source, policy)
     annotations: list[PairwiseAnnotation] = []
     ignored: set[str] = set()
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(records):
         data: dict[str, Any] = {}
         for key, value in record.items():
             target = _ALPACA_ALIASES.get(key, key)
@@ -129,11 +125,7 @@ def load_rating_scores(
     e.g. one JSON object per line. Returns {item_id: score} and the bad records."""
     checker = RecordChecker(str(path), policy)
     scores: dict[str, float] = {}
-    for index, record in enumerate(read_records(Path(path))):
-        if not isinstance(record, dict):
-            checker.fail("<record>", f"expected an object, got {type(record).__name__}")
-            checker.finish(index)
-            continue
+    for index, record in checker.objects(read_records(Path(path))):
         item_id = checker.text(record, "item_id")
         name = "score" if "score" in record else "rating"
         value = record.get(name)

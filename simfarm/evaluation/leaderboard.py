@@ -34,7 +34,7 @@ from simfarm.evaluation.length_controlled import (
     GLMWeights,
     length_controlled_winrate,
 )
-from simfarm.evaluation.winrate import compute_winrate
+from simfarm.evaluation.winrate import WinRateMetrics, compute_winrate
 from simfarm.types import PairwiseAnnotation, Record
 
 CSV_COLUMNS = (
@@ -58,16 +58,11 @@ CSV_COLUMNS = (
 )
 
 
-class LeaderboardRow(Record):
+class LeaderboardRow(WinRateMetrics):
+    """One model's row: alpaca_eval's head-to-head metrics plus length control and cost."""
+
     generator_2: str
     """The model's name."""
-    win_rate: float
-    standard_error: float
-    n_wins: int
-    n_wins_base: int
-    n_draws: int
-    n_total: int
-    discrete_win_rate: float
     avg_length: int
     length_controlled_winrate: float | None = None
     lc_standard_error: float | None = None
