@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from simfarm.annotation import annotate_async, load_annotator
+from simfarm.annotation import BackendOverrides, annotate_async, load_annotator
 from simfarm.cache import CompletionCache
 from simfarm.testing.openai_server import start_server
 from simfarm.types import PairwiseItem
@@ -79,10 +79,9 @@ async def simfarm_run(base_url: str, cache_dir: Path) -> tuple[float, int]:
         items,
         persona,
         cache=cache,
-        backend_overrides={
-            "model": "bench",
-            "options": {"base_url": base_url, "max_concurrency": CONCURRENCY},
-        },
+        backend_overrides=BackendOverrides(
+            model="bench", options={"base_url": base_url, "max_concurrency": CONCURRENCY}
+        ),
     )
     elapsed = time.perf_counter() - started
     cache.close()

@@ -64,8 +64,8 @@ def annotate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
+    from simfarm.annotation import BackendOverrides, load_annotator
     from simfarm.annotation import annotate as run_annotation
-    from simfarm.annotation import load_annotator
     from simfarm.datafiles import load_model_outputs, load_pairs, pair_outputs, write_records
     from simfarm.progress import annotation_progress
     from simfarm.record_checks import (
@@ -100,13 +100,12 @@ def annotate(
         if limit is not None:
             items = items[:limit]
         loaded = load_annotator(persona, annotators_dir)
-        overrides: dict[str, Any] = {"options": {}}
-        if model:
-            overrides["model"] = model
+        options: dict[str, Any] = {}
         if base_url:
-            overrides["options"]["base_url"] = base_url
+            options["base_url"] = base_url
         if max_requests is not None:
-            overrides["options"]["request_budget"] = max_requests
+            options["request_budget"] = max_requests
+        overrides = BackendOverrides(model=model, options=options)
         with annotation_progress(
             len(items), loaded.spec.id, err_console if not quiet else Console(quiet=True)
         ) as progress:

@@ -12,6 +12,7 @@ from simfarm.annotation.persona import AnnotatorPool, PairwisePersona, PoolMembe
 from simfarm.annotation.run import (
     AnnotationResult,
     AnnotationSummary,
+    BackendOverrides,
     annotate,
     annotate_async,
     annotate_pairs,
@@ -21,6 +22,7 @@ __all__ = [
     "AnnotationResult",
     "AnnotationSummary",
     "AnnotatorPool",
+    "BackendOverrides",
     "LoadedPersona",
     "LoadedPool",
     "PairwisePersona",

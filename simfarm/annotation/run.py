@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from simfarm.annotation.loader import LoadedPersona, LoadedPool, load_annotator
 from simfarm.annotation.pairwise import PairwiseJudge, Verdict, seeded_rng
@@ -94,13 +94,151 @@ def _assign(
     ]
 
 
-def _with_overrides(spec: BackendSpec, overrides: dict[str, Any] | None) -> BackendSpec:
-    if not overrides:
-        return spec
-    options = {**spec.options, **overrides.get("options", {})}
-    return spec.model_copy(
-        update={"model": overrides.get("model") or spec.model, "options": options}
-    )
+class BackendOverrides(BaseModel):
+    """Run-time changes to every persona's backend (CLI ``--model``, ``--base-url``, ...),
+    so a persona file can be pointed at another server or model without editing it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Merged over the persona's ``backend.options`` (e.g. ``base_url``, ``request_budget``)."""
+
+    def apply(self, spec: BackendSpec) -> BackendSpec:
+        return spec.model_copy(
+            update={"model": self.model or spec.model, "options": {**spec.options, **self.options}}
+        )
+
+
+class _AnnotationRun:
+    """The state of one :func:`annotate_async` call; each method is one step of the flow."""
+
+    def __init__(
+        self,
+        items: Sequence[PairwiseItem],
+        annotator: LoadedPersona | LoadedPool,
+        cache: CompletionCache | None,
+        overrides: BackendOverrides,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.items = items
+        self.annotator = annotator
+        self.cache = cache
+        self.overrides = overrides
+        self.progress = progress
+        self.judges = _assign(annotator, items)
+        self.results: list[PairwiseAnnotation | None] = [None] * len(items)
+        self.states: dict[int, _ItemState] = {}
+        self.backends: dict[str, Backend] = {}
+        self.runners: dict[str, JobRunner[_Route]] = {}
+        self.routes: dict[int, tuple[JobRunner[_Route], dict[str, Any]]] = {}
+        self.done = 0
+        self.cost_now = 0.0
+        self.cache_hits = 0
+        self.started = time.perf_counter()
+
+    async def run(self) -> AnnotationResult:
+        if self.progress is not None:
+            self.progress(0, len(self.items), 0.0)
+        try:
+            # Plan in growing chunks, so the first requests are in flight while later
+            # prompts are still being built.
+            start, chunk = 0, _FIRST_CHUNK
+            while start < len(self.items):
+                end = min(start + chunk, len(self.items))
+                self._submit(self._plan(range(start, end)))
+                start, chunk = end, min(2 * chunk, _MAX_CHUNK)
+                await asyncio.sleep(0)
+            for runner in self.runners.values():
+                runner.close()
+            await asyncio.gather(*(runner.wait() for runner in self.runners.values()))
+        finally:
+            requests_sent = sum(b.requests_sent for b in self.backends.values())
+            await asyncio.gather(*(b.aclose() for b in self.backends.values()))
+        annotations = [r for r in self.results if r is not None]
+        assert len(annotations) == len(self.items), "every item ends annotated or failed"
+        summary = _summarise(
+            self.annotator, annotations, requests_sent, self.cache_hits, self.cost_now, self.started
+        )
+        return AnnotationResult(annotations, summary)
+
+    def _plan(self, indices: range) -> list[tuple[JobRunner[_Route], Job[_Route]]]:
+        """Decide model-free items now; for the rest, one job per shown order."""
+        planned: list[tuple[JobRunner[_Route], Job[_Route]]] = []
+        for index in indices:
+            item, judge = self.items[index], self.judges[index]
+            decided = judge.decide_without_model(item)
+            if decided is not None:
+                self._finish_item(index, decided)
+                continue
+            self.states[index] = _ItemState(judge, judge.orders(item))
+            runner, identity = self._runner_for(judge)
+            assert judge.persona.template is not None
+            for swapped in self.states[index].orders:
+                request = judge.request(item, swapped)
+                key = cache_key(
+                    identity, request, judge.persona.template.digest, judge.spec.cache_fields()
+                )
+                planned.append((runner, Job(request, (index, swapped, key))))
+        return planned
+
+    def _submit(self, planned: list[tuple[JobRunner[_Route], Job[_Route]]]) -> None:
+        """Answer from the cache what it has; queue the rest."""
+        keys = (job.payload[2] for _, job in planned)
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
+        for runner, job in planned:
+            index, swapped, key = job.payload
+            cached = hits.get(key)
+            if cached is not None:
+                verdict = self.states[index].judge.read(cached, swapped)
+                if verdict.failure is None:
+                    self.cache_hits += 1
+                    self._record(index, swapped, verdict)
+                    continue
+            runner.submit(job)
+
+    def _runner_for(self, judge: PairwiseJudge) -> tuple[JobRunner[_Route], dict[str, Any]]:
+        """The judge's runner (one per distinct backend spec) and backend identity."""
+        if id(judge) not in self.routes:
+            assert judge.spec.backend is not None
+            backend_spec = self.overrides.apply(judge.spec.backend)
+            backend_id = stable_digest(backend_spec.model_dump())
+            if backend_id not in self.backends:
+                self.backends[backend_id] = create_backend(backend_spec)
+                self.runners[backend_id] = JobRunner(self.backends[backend_id], self._on_result)
+            identity = self.backends[backend_id].identity()
+            self.routes[id(judge)] = (self.runners[backend_id], identity)
+        return self.routes[id(judge)]
+
+    def _on_result(self, job: Job[_Route], completion: Completion) -> bool:
+        """Read one answer; commit it to the cache at once; True asks to send it again."""
+        index, swapped, key = job.payload
+        judge = self.states[index].judge
+        self.cost_now += completion.cost_usd
+        verdict = judge.read(completion, swapped)
+        if verdict.failure is None:
+            if self.cache is not None:
+                self.cache.put(key, completion)
+        elif verdict.failure.kind == "parse":
+            if job.attempt < judge.spec.max_parse_attempts:
+                return True
+            verdict.failure.attempts = job.attempt
+        self._record(index, swapped, verdict)
+        return False
+
+    def _record(self, index: int, swapped: bool, verdict: Verdict) -> None:
+        state = self.states[index]
+        state.verdicts[swapped] = verdict
+        if len(state.verdicts) == len(state.orders):
+            verdicts = [state.verdicts[s] for s in state.orders]
+            self._finish_item(index, state.judge.combine(self.items[index], verdicts))
+            del self.states[index]
+
+    def _finish_item(self, index: int, annotation: PairwiseAnnotation) -> None:
+        self.results[index] = annotation
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, len(self.items), self.cost_now)
 
 
 async def annotate_async(
@@ -108,119 +246,12 @@ async def annotate_async(
     annotator: LoadedPersona | LoadedPool,
     *,
     cache: CompletionCache | None = None,
-    backend_overrides: dict[str, Any] | None = None,
+    backend_overrides: BackendOverrides | None = None,
     progress: ProgressCallback | None = None,
 ) -> AnnotationResult:
     """Annotate ``items``; the result is aligned with them (failures included, never dropped)."""
-    started = time.perf_counter()
-    judges = _assign(annotator, items)
-    results: list[PairwiseAnnotation | None] = [None] * len(items)
-    states: dict[int, _ItemState] = {}
-    backends: dict[str, Backend] = {}
-    runners: dict[str, JobRunner[_Route]] = {}
-    done = 0
-    cost_now = 0.0
-    cache_hits = 0
-
-    def finish_item(index: int, annotation: PairwiseAnnotation) -> None:
-        nonlocal done
-        results[index] = annotation
-        done += 1
-        if progress is not None:
-            progress(done, len(items), cost_now)
-
-    def record(index: int, swapped: bool, verdict: Verdict) -> None:
-        state = states[index]
-        state.verdicts[swapped] = verdict
-        if len(state.verdicts) == len(state.orders):
-            verdicts = [state.verdicts[s] for s in state.orders]
-            finish_item(index, state.judge.combine(items[index], verdicts))
-            del states[index]
-
-    def on_result(job: Job[_Route], completion: Completion) -> bool:
-        nonlocal cost_now
-        index, swapped, key = job.payload
-        judge = states[index].judge
-        cost_now += completion.cost_usd
-        verdict = judge.read(completion, swapped)
-        if verdict.failure is None:
-            if cache is not None:
-                cache.put(key, completion)
-        elif verdict.failure.kind == "parse":
-            if job.attempt < judge.spec.max_parse_attempts:
-                return True
-            verdict.failure.attempts = job.attempt
-        record(index, swapped, verdict)
-        return False
-
-    routes: dict[int, tuple[Backend, JobRunner[_Route], dict[str, Any]]] = {}
-
-    def runner_for(judge: PairwiseJudge) -> tuple[Backend, JobRunner[_Route], dict[str, Any]]:
-        """The judge's backend (shared by judges with equal specs), runner and identity."""
-        if id(judge) not in routes:
-            assert judge.spec.backend is not None
-            backend_spec = _with_overrides(judge.spec.backend, backend_overrides)
-            backend_id = stable_digest(backend_spec.model_dump())
-            if backend_id not in backends:
-                backends[backend_id] = create_backend(backend_spec)
-                runners[backend_id] = JobRunner(backends[backend_id], on_result)
-            backend = backends[backend_id]
-            routes[id(judge)] = (backend, runners[backend_id], backend.identity())
-        return routes[id(judge)]
-
-    if progress is not None:
-        progress(0, len(items), 0.0)
-    try:
-        # Build, look up and submit in chunks, so requests are in flight while later
-        # prompts are still being built.
-        start, chunk = 0, _FIRST_CHUNK
-        while start < len(items):
-            planned: list[tuple[Backend, JobRunner[_Route], Job[_Route]]] = []
-            end = min(start + chunk, len(items))
-            for index in range(start, end):
-                item, judge = items[index], judges[index]
-                decided = judge.decide_without_model(item)
-                if decided is not None:
-                    finish_item(index, decided)
-                    continue
-                states[index] = _ItemState(judge, judge.orders(item))
-                backend, runner, identity = runner_for(judge)
-                assert judge.persona.template is not None
-                for swapped in states[index].orders:
-                    request = judge.request(item, swapped)
-                    key = cache_key(
-                        identity,
-                        request,
-                        judge.persona.template.digest,
-                        judge.spec.cache_fields(),
-                    )
-                    planned.append((backend, runner, Job(request, (index, swapped, key))))
-            hits = cache.get_many(job.payload[2] for _, _, job in planned) if cache else {}
-            for _, runner, job in planned:
-                index, swapped, key = job.payload
-                cached = hits.get(key)
-                if cached is not None:
-                    verdict = states[index].judge.read(cached, swapped)
-                    if verdict.failure is None:
-                        cache_hits += 1
-                        record(index, swapped, verdict)
-                        continue
-                runner.submit(job)
-            start, chunk = end, min(2 * chunk, _MAX_CHUNK)
-            await asyncio.sleep(0)
-        for runner in runners.values():
-            runner.close()
-        await asyncio.gather(*(runner.wait() for runner in runners.values()))
-    finally:
-        requests_sent = sum(b.requests_sent for b in backends.values())
-        await asyncio.gather(*(b.aclose() for b in backends.values()))
-
-    annotations = [r for r in results if r is not None]
-    assert len(annotations) == len(items), "every item ends annotated or failed"
-    return AnnotationResult(
-        annotations,
-        _summarise(annotator, annotations, requests_sent, cache_hits, cost_now, started),
-    )
+    run = _AnnotationRun(items, annotator, cache, backend_overrides or BackendOverrides(), progress)
+    return await run.run()
 
 
 def _summarise(
@@ -257,7 +288,7 @@ def annotate(
     annotators_dirs: list[Path] | None = None,
     use_cache: bool = True,
     cache_path: Path | None = None,
-    backend_overrides: dict[str, Any] | None = None,
+    backend_overrides: BackendOverrides | None = None,
     progress: ProgressCallback | None = None,
 ) -> AnnotationResult:
     """Synchronous entry point: load the annotator by id if needed, run, close the cache."""
