@@ -115,6 +115,8 @@ class Completion(Record):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
+    """Wall time of the request; batched local backends charge each request its share of
+    the batch, so latencies add up to the time a run spent."""
     finish_reason: str | None = None
     cached: bool = False
     """True when this came from the cache (it then cost nothing in this run)."""

@@ -16,7 +16,7 @@ from simfarm.cli import app
 def test_quickstart_runs_offline_and_states_judge_quality(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "judge quality" in result.output and "0.485" in result.output
+    assert "judge quality" in result.output and "0.554" in result.output
     for judge in ("embedded_gemma", "longest"):
         board = pd.read_csv(tmp_path / judge / "leaderboard.csv", index_col=0)
         assert set(board.index) == {"concise", "detailed"}

@@ -1,0 +1,5 @@
+"""``python -m simfarm`` runs the command line."""
+
+from simfarm.cli import main
+
+main()
