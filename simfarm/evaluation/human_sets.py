@@ -219,13 +219,19 @@ def find_human_set(name: str, extra_dirs: list[Path] | None = None) -> AnySetCon
 
 
 def resolve_data_root(explicit: Path | None = None) -> Path:
-    """``explicit``, else ``$SIMFARM_DATA_DIR``, else ``../shared/data`` from the cwd."""
+    """``explicit``, else ``$SIMFARM_DATA_DIR``, else ``../shared/data`` from the cwd, else
+    ``../shared/data`` beside a source checkout of simfarm (so the commands work from any
+    folder in a development setup)."""
     if explicit is not None:
         return Path(explicit).resolve()
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).resolve()
-    return (Path.cwd() / DEFAULT_DATA_ROOT).resolve()
+    from_cwd = (Path.cwd() / DEFAULT_DATA_ROOT).resolve()
+    if from_cwd.is_dir():
+        return from_cwd
+    beside_checkout = (Path(__file__).resolve().parents[2] / DEFAULT_DATA_ROOT).resolve()
+    return beside_checkout if beside_checkout.is_dir() else from_cwd
 
 
 # --- records -----------------------------------------------------------------------------

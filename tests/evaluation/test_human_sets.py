@@ -187,3 +187,15 @@ def test_choices_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         better = pair.item.output_1 if pair.human == [1.0] else pair.item.output_2
         assert better.startswith("good")
     assert 0 < sum(p.human == [1.0] for p in loaded.pairs) < 40
+
+
+def test_default_data_root_is_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path
+) -> None:
+    from simfarm.evaluation.human_sets import resolve_data_root
+
+    monkeypatch.delenv("SIMFARM_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data from here
+    assert resolve_data_root() == shared_data.resolve()
+    monkeypatch.setenv("SIMFARM_DATA_DIR", str(tmp_path))
+    assert resolve_data_root() == tmp_path.resolve()
