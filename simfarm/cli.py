@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from simfarm.cli_common import AnnotatorsDirs, console, err_console, fail
 from simfarm.errors import SimfarmError
+
+if TYPE_CHECKING:
+    from simfarm.annotation import AnnotationSummary
 
 app = typer.Typer(
     name="simfarm",
@@ -129,7 +132,7 @@ def annotate(
     _print_summary(result.summary, out)
 
 
-def _print_summary(summary: Any, out: Path) -> None:
+def _print_summary(summary: AnnotationSummary, out: Path) -> None:
     table = Table(title=f"simfarm annotate: {summary.annotator}", show_header=False)
     rows = [
         ("pairs", summary.n_items),

@@ -35,6 +35,9 @@ def simfarm_cli(*args: str, env: dict[str, str] | None = None, **kwargs) -> subp
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        # A shell without job control starts background jobs with SIGINT ignored, and a child
+        # inherits that; give the CLI the SIGINT a terminal user's Ctrl-C would deliver.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         **kwargs,
     )
 
