@@ -53,6 +53,13 @@ def annotate(
         int | None, typer.Option(help="Request budget for this run (openai backend).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Annotate only the first N pairs.")] = None,
+    both_orders: Annotated[
+        bool,
+        typer.Option(
+            "--both-orders",
+            help="Judge every pair in both orders (mean preference; position_consistent set).",
+        ),
+    ] = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write the cache.")
     ] = False,
@@ -67,7 +74,7 @@ def annotate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
-    from simfarm.annotation import BackendOverrides, load_annotator
+    from simfarm.annotation import BackendOverrides, load_annotator, with_both_orders
     from simfarm.annotation import annotate as run_annotation
     from simfarm.datafiles import load_model_outputs, load_pairs, pair_outputs, write_records
     from simfarm.progress import annotation_progress
@@ -103,6 +110,8 @@ def annotate(
         if limit is not None:
             items = items[:limit]
         loaded = load_annotator(persona, annotators_dir)
+        if both_orders:
+            loaded = with_both_orders(loaded)
         options: dict[str, Any] = {}
         if base_url:
             options["base_url"] = base_url

@@ -361,3 +361,28 @@ def test_reads_a_datasets_folder(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert [a["preference"] for a in read_jsonl(tmp_path / "o.jsonl")] == [1, 1, 1.5, 2, 2]
+
+
+def test_both_orders_flag_reports_position_consistency(tmp_path: Path) -> None:
+    pairs = _pairs_file(tmp_path / "pairs.jsonl", 20)
+    with start_server(policy="first") as server:  # a judge that always picks the first shown
+        result = runner.invoke(
+            app,
+            [
+                "annotate",
+                "--persona",
+                "alpaca_farm_greedy",
+                "--base-url",
+                server.base_url,
+                "--both-orders",
+                "--pairs",
+                str(pairs),
+                "--out",
+                str(tmp_path / "o.jsonl"),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert server.stats()["requests"] == 40
+    annotations = read_jsonl(tmp_path / "o.jsonl")
+    assert all(a["position_consistent"] is False for a in annotations)
+    assert all(a["preference"] == 1.5 for a in annotations)

@@ -16,6 +16,7 @@ from simfarm.annotation.run import (
     annotate,
     annotate_async,
     annotate_pairs,
+    with_both_orders,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "iter_annotator_files",
     "load_annotator",
     "read_spec",
+    "with_both_orders",
 ]

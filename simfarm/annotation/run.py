@@ -317,7 +317,7 @@ def annotate_pairs(
     """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API."""
     loaded = load_annotator(persona, annotators_dirs)
     if both_orders:
-        loaded = _force_both_orders(loaded)
+        loaded = with_both_orders(loaded)
     if not show_progress:
         return annotate(items, loaded, use_cache=use_cache).annotations
     from simfarm.progress import annotation_progress
@@ -326,7 +326,9 @@ def annotate_pairs(
         return annotate(items, loaded, use_cache=use_cache, progress=callback).annotations
 
 
-def _force_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | LoadedPool:
+def with_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | LoadedPool:
+    """The same persona (or every pool member) judging each pair in both orders."""
+
     def both(persona: LoadedPersona) -> LoadedPersona:
         spec = persona.spec.model_copy(update={"both_orders": True})
         return LoadedPersona(spec=spec, template=persona.template, path=persona.path)
