@@ -88,9 +88,16 @@ def _read_hf_dataset(path: Path) -> list[dict[str, Any]]:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"{path}: not a dataset saved with `save_to_disk`: {error}") from None
+    return _rows_of_one_split(loaded, str(path), "save one split")
+
+
+def _rows_of_one_split(loaded: Any, label: str, hint: str) -> list[dict[str, Any]]:
+    """The rows of a ``Dataset``, or of a ``DatasetDict`` that holds exactly one split."""
+    import datasets
+
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
-            raise ConfigError(f"{path}: a DatasetDict with splits {list(loaded)}; name one split")
+            raise ConfigError(f"{label}: a DatasetDict with splits {list(loaded)}; {hint}")
         loaded = next(iter(loaded.values()))
     return [dict(row) for row in loaded]
 
@@ -121,11 +128,7 @@ def _read_hub(spec: str) -> list[dict[str, Any]]:
         loaded = datasets.load_dataset(repo, config or None, split=split or None)
     except Exception as error:  # network, auth, unknown repo: all reach the user as one error
         raise ConfigError(f"hf:{spec}: cannot load from the hub: {error}") from error
-    if isinstance(loaded, datasets.DatasetDict):
-        if len(loaded) != 1:
-            raise ConfigError(f"hf:{spec}: splits {list(loaded)}; name one with @<split>")
-        loaded = next(iter(loaded.values()))
-    return [dict(row) for row in loaded]
+    return _rows_of_one_split(loaded, f"hf:{spec}", "name one with @<split>")
 
 
 def load_model_outputs(
