@@ -21,7 +21,15 @@ from tests.server_personas import make_persona
 runner = CliRunner()
 CONCURRENCY = 16
 """Requests in flight in the interruption tests (kept low so each run lasts seconds)."""
-MODELS = ["alpaca-7b", "claude-2", "gemma-7b-it"]
+MODELS = [  # every system in the shared AlpacaEval outputs except the reference
+    "OpenHermes-2.5-Mistral-7B",
+    "alpaca-7b",
+    "claude-2",
+    "gemma-7b-it",
+    "gpt-3.5-turbo-1106",
+    "text_davinci_003",
+    "vicuna-7b-v1.5",
+]
 
 
 def read_jsonl(path: Path) -> list[dict]:
