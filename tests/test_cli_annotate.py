@@ -125,6 +125,20 @@ def test_server_persona_805_pairs_then_zero_requests(shared_data: Path, tmp_path
     assert all(x["cached"] for x in b if x["output_1"] != x["output_2"])
 
 
+def _persona_args(name: str, folder: Path, pairs: Path, *more: str) -> list[str]:
+    """``simfarm annotate`` with a test persona from ``folder`` over a pairs file."""
+    return [
+        "annotate",
+        "--persona",
+        name,
+        "--annotators-dir",
+        str(folder),
+        "--pairs",
+        str(pairs),
+        *more,
+    ]
+
+
 def _pairs_file(path: Path, n: int) -> Path:
     with path.open("w") as out:
         for i in range(n):
@@ -159,18 +173,7 @@ def test_kill_9_mid_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
     with start_server(latency_s=0.05) as server:
         # 16 in flight: the run lasts ~6 s, so the kill lands mid-run even on a loaded machine.
         name = make_persona(tmp_path, server, options={"max_concurrency": CONCURRENCY})
-        args = [
-            "annotate",
-            "--persona",
-            name,
-            "--annotators-dir",
-            str(tmp_path),
-            "--pairs",
-            str(pairs),
-            "--out",
-            str(out),
-            "--quiet",
-        ]
+        args = _persona_args(name, tmp_path, pairs, "--out", str(out), "--quiet")
         process = simfarm_cli(*args)
         _wait_for(server, 500, process)
         process.send_signal(signal.SIGKILL)
@@ -197,18 +200,7 @@ def test_ctrl_c_keeps_answers_and_says_how_to_resume(tmp_path: Path) -> None:
     pairs = _pairs_file(tmp_path / "pairs.jsonl", 1500)
     with start_server(latency_s=0.05) as server:
         name = make_persona(tmp_path, server, options={"max_concurrency": CONCURRENCY})
-        args = [
-            "annotate",
-            "--persona",
-            name,
-            "--annotators-dir",
-            str(tmp_path),
-            "--pairs",
-            str(pairs),
-            "--out",
-            str(tmp_path / "o.jsonl"),
-            "--quiet",
-        ]
+        args = _persona_args(name, tmp_path, pairs, "--out", str(tmp_path / "o.jsonl"), "--quiet")
         process = simfarm_cli(*args)
         _wait_for(server, 300, process)
         process.send_signal(signal.SIGINT)
@@ -228,16 +220,7 @@ def test_request_budget_then_resume(tmp_path: Path) -> None:
     pairs = _pairs_file(tmp_path / "pairs.jsonl", 120)
     with start_server() as server:
         name = make_persona(tmp_path, server)
-        base = [
-            "annotate",
-            "--persona",
-            name,
-            "--annotators-dir",
-            str(tmp_path),
-            "--pairs",
-            str(pairs),
-            "--quiet",
-        ]
+        base = _persona_args(name, tmp_path, pairs, "--quiet")
         limited = runner.invoke(
             app, [*base, "--max-requests", "50", "--out", str(tmp_path / "a.jsonl")]
         )
@@ -297,15 +280,7 @@ def test_api_key_never_reaches_output_cache_or_logs(tmp_path: Path) -> None:
             tmp_path, server, options={"api_key_env": "MY_JUDGE_KEY", "max_retries": 0}
         )
         process = simfarm_cli(
-            "annotate",
-            "--persona",
-            name,
-            "--annotators-dir",
-            str(tmp_path),
-            "--pairs",
-            str(pairs),
-            "--out",
-            str(tmp_path / "o.jsonl"),
+            *_persona_args(name, tmp_path, pairs, "--out", str(tmp_path / "o.jsonl")),
             "--cache-path",
             str(cache),
             env={"MY_JUDGE_KEY": secret},

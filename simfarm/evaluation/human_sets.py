@@ -315,6 +315,22 @@ def _ordered(rng_parts: list[str], first: str, second: str) -> tuple[str, str, f
     return (second, first, 2.0) if flip else (first, second, 1.0)
 
 
+def _gold_pair(
+    item_id: str, instruction: str, better: str, worse: str, subset: str, group: str | None
+) -> HumanPairwiseItem:
+    """A pair with one gold label, the better response placed by a content-seeded coin flip
+    (so "output_1 wins" carries no information about which slot is right)."""
+    output_1, output_2, label = _ordered([item_id, instruction], better, worse)
+    return HumanPairwiseItem(
+        item=PairwiseItem(
+            instruction=instruction, output_1=output_1, output_2=output_2, item_id=item_id
+        ),
+        human=[label],
+        subset=subset,
+        group=group,
+    )
+
+
 def _between(text: str, start: str, end: str) -> str | None:
     begin = text.find(start)
     if begin < 0:
@@ -402,17 +418,7 @@ def _parse_prompt_pair(
             continue
         assert inst_c is not None and resp_c is not None and resp_r is not None
         item_id = f"{config.name}/{spec.name}/{index}"
-        output_1, output_2, label = _ordered([item_id, inst_c], resp_c, resp_r)
-        out.append(
-            HumanPairwiseItem(
-                item=PairwiseItem(
-                    instruction=inst_c, output_1=output_1, output_2=output_2, item_id=item_id
-                ),
-                human=[label],
-                subset=subset,
-                group=group,
-            )
-        )
+        out.append(_gold_pair(item_id, inst_c, resp_c, resp_r, subset, group))
     return out
 
 
@@ -442,17 +448,7 @@ def _parse_choices(
         better = choices[labels.index(1)]
         worse = choices[labels.index(0)]
         item_id = f"{config.name}/{spec.name}/{index}"
-        output_1, output_2, label = _ordered([item_id, instruction], better, worse)
-        out.append(
-            HumanPairwiseItem(
-                item=PairwiseItem(
-                    instruction=instruction, output_1=output_1, output_2=output_2, item_id=item_id
-                ),
-                human=[label],
-                subset=spec.name,
-                group=spec.group,
-            )
-        )
+        out.append(_gold_pair(item_id, instruction, better, worse, spec.name, spec.group))
     return out
 
 
