@@ -70,6 +70,14 @@ _Route = tuple[int, bool, str]
 """(item index, shown swapped?, cache key): where a result belongs."""
 
 
+@dataclass(frozen=True)
+class _JudgeRoute:
+    runner: JobRunner[_Route]
+    identity: dict[str, Any]
+    template_digest: str
+    cache_fields: dict[str, Any]
+
+
 @dataclass
 class _ItemState:
     judge: PairwiseJudge
@@ -131,7 +139,7 @@ class _AnnotationRun:
         self.states: dict[int, _ItemState] = {}
         self.backends: dict[str, Backend] = {}
         self.runners: dict[str, JobRunner[_Route]] = {}
-        self.routes: dict[int, tuple[JobRunner[_Route], dict[str, Any]]] = {}
+        self.routes: dict[int, _JudgeRoute] = {}
         self.done = 0
         self.cost_now = 0.0
         self.cache_hits = 0
@@ -172,14 +180,11 @@ class _AnnotationRun:
                 self._finish_item(index, decided)
                 continue
             self.states[index] = _ItemState(judge, judge.orders(item))
-            runner, identity = self._runner_for(judge)
-            assert judge.persona.template is not None
+            route = self._route_for(judge)
             for swapped in self.states[index].orders:
                 request = judge.request(item, swapped)
-                key = cache_key(
-                    identity, request, judge.persona.template.digest, judge.spec.cache_fields()
-                )
-                planned.append((runner, Job(request, (index, swapped, key))))
+                key = cache_key(route.identity, request, route.template_digest, route.cache_fields)
+                planned.append((route.runner, Job(request, (index, swapped, key))))
         return planned
 
     def _submit(self, planned: list[tuple[JobRunner[_Route], Job[_Route]]]) -> None:
@@ -197,17 +202,22 @@ class _AnnotationRun:
                     continue
             runner.submit(job)
 
-    def _runner_for(self, judge: PairwiseJudge) -> tuple[JobRunner[_Route], dict[str, Any]]:
-        """The judge's runner (one per distinct backend spec) and backend identity."""
+    def _route_for(self, judge: PairwiseJudge) -> _JudgeRoute:
+        """Everything per judge that its requests share: the runner (one per distinct backend
+        spec) and the cache-key fields, worked out once rather than per request."""
         if id(judge) not in self.routes:
-            assert judge.spec.backend is not None
+            assert judge.spec.backend is not None and judge.persona.template is not None
             backend_spec = self.overrides.apply(judge.spec.backend)
             backend_id = stable_digest(backend_spec.model_dump())
             if backend_id not in self.backends:
                 self.backends[backend_id] = create_backend(backend_spec)
                 self.runners[backend_id] = JobRunner(self.backends[backend_id], self._on_result)
-            identity = self.backends[backend_id].identity()
-            self.routes[id(judge)] = (self.runners[backend_id], identity)
+            self.routes[id(judge)] = _JudgeRoute(
+                runner=self.runners[backend_id],
+                identity=self.backends[backend_id].identity(),
+                template_digest=judge.persona.template.digest,
+                cache_fields=judge.spec.cache_fields(),
+            )
         return self.routes[id(judge)]
 
     def _on_result(self, job: Job[_Route], completion: Completion) -> bool:

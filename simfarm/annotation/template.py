@@ -18,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from simfarm.errors import ConfigError
@@ -40,12 +41,12 @@ class PromptTemplate:
         except OSError as error:
             raise ConfigError(f"{path}: cannot read prompt template: {error}") from error
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """sha256 of the template text: part of every cache key that uses it."""
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
-    @property
+    @cached_property
     def placeholders(self) -> set[str]:
         return set(_PLACEHOLDER.findall(self.text))
 

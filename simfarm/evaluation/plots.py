@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from simfarm.evaluation.leaderboard import Leaderboard
 
@@ -59,12 +60,7 @@ def plot_leaderboard(leaderboard: Leaderboard, path: Path) -> Path:
     ax.axvline(50, color="grey", linewidth=0.8, linestyle=":")
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title("Win rate against the reference")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_scatter(
@@ -87,6 +83,11 @@ def plot_scatter(
     ax.set_ylabel(y_label)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and free the figure."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
