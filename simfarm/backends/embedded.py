@@ -14,7 +14,7 @@ into place; a folder without a valid marker is never used.
 
 It is a *base* model (not instruction-tuned) and has no chat template: chat requests are
 rendered as a plain ``User:`` / ``Assistant:`` transcript (see
-:func:`~simfarm.backends.transformers_local.plain_chat_prompt`).
+:func:`~simfarm.backends.local_prompt.plain_chat_prompt`).
 
 Measured on the 2-core CPU machine this project's CI uses (AMD EPYC with AVX512-BF16; torch
 2.13 CPU, transformers 5.24; best of 3, greedy, 64 new tokens per request): conversion ≈ 55 s
