@@ -29,6 +29,7 @@ from simfarm.backends.base import BackendSpec
 from simfarm.backends.local_base import LocalBatchedBackend, failed
 from simfarm.backends.local_decoder import BatchDecoder, DecodeRow, LoadedModel
 from simfarm.backends.local_prompt import render_prompt
+from simfarm.backends.model_digest import local_model_identity
 from simfarm.errors import BackendError, ConfigError, MissingExtraError
 from simfarm.types import Completion, CompletionRequest
 
@@ -110,6 +111,14 @@ class TransformersBackend(LocalBatchedBackend[DecodeRow]):
 
     name: ClassVar[str] = "transformers"
     options_model: ClassVar[type[LocalModelOptions]] = TransformersOptions
+    OPERATIONAL_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"device", "batch_size", "max_input_tokens", "local_files_only"}
+    )
+    """Options that change how answers are computed or fetched, never what they are: left
+    out of :meth:`identity`. ``device`` and ``batch_size`` change only floating-point noise
+    (as batch composition does); ``max_input_tokens`` only rejects prompts (failures are
+    never cached); ``local_files_only`` only forbids downloads (``revision`` says what is
+    loaded). Everything else, ``revision`` and ``trust_remote_code`` included, is identity."""
     required_modules: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     """Checked by :meth:`from_spec`, so a missing extra is reported when the backend is built
     rather than at its first request."""
@@ -120,6 +129,7 @@ class TransformersBackend(LocalBatchedBackend[DecodeRow]):
         self.options = options
         self._loaded: LoadedModel | None = None
         self._decoder: BatchDecoder | None = None
+        self._identity: dict[str, Any] | None = None
 
     @classmethod
     def _validate_options(cls, spec: BackendSpec) -> LocalModelOptions:
@@ -161,8 +171,20 @@ class TransformersBackend(LocalBatchedBackend[DecodeRow]):
             return "bfloat16" if cpu_has_native_bf16(torch) else "float32"
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
+    def identity_options(self) -> dict[str, Any]:
+        """The validated options minus :attr:`OPERATIONAL_FIELDS`, with ``dtype`` resolved
+        (``auto`` and the dtype it resolves to give the same answers)."""
+        options = self.options.model_dump(mode="json", exclude=set(self.OPERATIONAL_FIELDS))
+        options["dtype"] = self.resolved_dtype()
+        return options
+
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_source(), "dtype": self.resolved_dtype()}
+        """Backend, model and every option that can change an answer; for a local folder
+        its content digest instead of its path (computed once per backend instance: cheap,
+        see :mod:`simfarm.backends.model_digest`)."""
+        if self._identity is None:
+            self._identity = local_model_identity(self.name, self.model_id, {})
+        return {**self._identity, "options": self.identity_options()}
 
     @property
     def loaded(self) -> bool:

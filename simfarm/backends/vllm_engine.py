@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from simfarm.backends.base import BackendSpec
 from simfarm.backends.local_base import LocalBatchedBackend, failed
 from simfarm.backends.local_prompt import ChatTokenizer, render_prompt
+from simfarm.backends.model_digest import local_model_identity
 from simfarm.errors import BackendError, ConfigError, MissingExtraError
 from simfarm.types import Completion, CompletionRequest, DecodingParams, Failure, TokenLogprob
 
@@ -212,12 +213,21 @@ class VLLMBackend(LocalBatchedBackend[tuple[VLLMInput, DecodingParams]]):
     """A model served by an in-process ``vllm.LLM`` (built on first use)."""
 
     name: ClassVar[str] = "vllm"
+    options_model: ClassVar[type[BaseModel]] = VLLMOptions
+    OPERATIONAL_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"batch_size", "gpu_memory_utilization", "enforce_eager", "tensor_parallel_size"}
+    )
+    """Options that change how vLLM schedules and runs the model, never which model or how it
+    decodes: left out of :meth:`identity` (like batch composition, they can move only
+    floating-point noise). ``engine_kwargs`` are identity as a whole: they can change
+    anything (quantization, RoPE scaling, ...)."""
 
     def __init__(self, model: str, options: VLLMOptions) -> None:
         super().__init__(options.batch_size)
         self.model_id = model
         self.options = options
         self._llm: Any = None
+        self._identity: dict[str, Any] | None = None
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> VLLMBackend:
@@ -232,7 +242,13 @@ class VLLMBackend(LocalBatchedBackend[tuple[VLLMInput, DecodingParams]]):
         return cls(spec.model, options)
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_id, "dtype": self.options.dtype}
+        """Backend, model and every option that can change an answer (``revision``,
+        ``seed``, ``max_model_len``, ``engine_kwargs``, ...); for a local folder its content
+        digest instead of its path (computed once per backend instance)."""
+        if self._identity is None:
+            self._identity = local_model_identity(self.name, self.model_id, {})
+        options = self.options.model_dump(mode="json", exclude=set(self.OPERATIONAL_FIELDS))
+        return {**self._identity, "options": options}
 
     def _engine(self) -> Any:
         if self._llm is None:

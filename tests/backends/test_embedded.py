@@ -58,7 +58,7 @@ def test_identity(embedded: EmbeddedBackend) -> None:
     assert identity["backend"] == "embedded"
     assert identity["model"] == MODEL_NAME
     assert identity["sha256"] == weights.EXPECTED_SHA256
-    assert identity["dtype"] in {"float32", "bfloat16"}
+    assert identity["options"]["dtype"] in {"float32", "bfloat16"}
 
 
 def test_greedy_continuation_is_sensible_with_valid_logprobs(embedded: EmbeddedBackend) -> None:

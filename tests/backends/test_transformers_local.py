@@ -16,6 +16,7 @@ import pytest
 from simfarm.backends import BackendSpec, create_backend
 from simfarm.backends.embedded import ensure_converted
 from simfarm.backends.local_prompt import FALLBACK_CHAT_STOPS, plain_chat_prompt, render_prompt
+from simfarm.backends.model_digest import folder_digest
 from simfarm.backends.transformers_local import TransformersBackend
 from simfarm.errors import BackendError, ConfigError
 from simfarm.types import ChatMessage, Completion, CompletionRequest, DecodingParams
@@ -58,13 +59,15 @@ def _prompt(text: str, **params: object) -> CompletionRequest:
     return CompletionRequest(prompt=text, params=DecodingParams(**params))
 
 
-def test_identity_names_the_resolved_folder_and_dtype(
+def test_identity_names_the_folder_content_and_options(
     backend: TransformersBackend, model_dir: Path
 ) -> None:
-    assert backend.identity() == {
+    identity = backend.identity()
+    assert identity == {
         "backend": "transformers",
-        "model": str(model_dir.resolve()),
-        "dtype": "float32",
+        "model": model_dir.resolve().name,
+        "options": {"dtype": "float32", "trust_remote_code": False, "revision": None},
+        "content_sha256": folder_digest(model_dir),
     }
     assert backend.max_concurrency == 1
     assert backend.batch_size == 8
