@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from simfarm.backends import BackendSpec, backend_class, create_backend
-from simfarm.backends.transformers_local import FALLBACK_CHAT_STOPS, plain_chat_prompt
+from simfarm.backends.local_prompt import FALLBACK_CHAT_STOPS, plain_chat_prompt
 from simfarm.backends.vllm_engine import (
     VLLMBackend,
     VLLMOptions,
@@ -86,6 +86,8 @@ def test_missing_vllm_names_the_extra() -> None:
 def test_modules_import_without_torch() -> None:
     code = (
         "import sys, simfarm.backends.vllm_engine, simfarm.backends.transformers_local, "
+        "simfarm.backends.local_base, simfarm.backends.local_decoder, "
+        "simfarm.backends.local_prompt, "
         "simfarm.backends.embedded; "
         "assert 'torch' not in sys.modules and 'vllm' not in sys.modules, 'eager import'"
     )
