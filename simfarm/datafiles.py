@@ -229,6 +229,27 @@ def pair_outputs(
     return pairs, unpaired
 
 
+def check_pairing(
+    pairs: Sequence[PairwiseItem],
+    model_source: str,
+    n_model: int,
+    reference_source: str,
+    n_reference: int,
+) -> None:
+    """Refuse an empty pairing before anything is sent, naming the files and why."""
+    if pairs:
+        return
+    if n_reference == 0:
+        raise ConfigError(f"{reference_source}: the reference file holds no outputs")
+    if n_model == 0:
+        raise ConfigError(f"{model_source}: the model-outputs file holds no outputs")
+    raise ConfigError(
+        f"{model_source} ({n_model} outputs) and {reference_source} ({n_reference} outputs) "
+        "have no instruction (and input) in common, so there is nothing to judge; "
+        "check that both files answer the same instruction set"
+    )
+
+
 def load_pairs(
     source: str | Path, policy: BadRecordPolicy = "coerce", warn: bool = True
 ) -> PairsFile:
