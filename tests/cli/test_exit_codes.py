@@ -197,3 +197,32 @@ def test_evaluate_refuses_annotation_files_without_a_judged_pair(tmp_path: Path)
     assert result.exit_code == 2, result.output
     assert "no judged pair for 'model'" in result.output
     assert not (tmp_path / "board" / "leaderboard.csv").exists()
+
+
+def test_validate_with_a_refusing_judge_exits_non_zero(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIMFARM_EXIT_TEST_KEY", SECRET)
+    with start_server(fault_rate=1.0, fault_kinds="404") as server:
+        name = _judge(tmp_path, server)
+        result = runner.invoke(
+            app,
+            [
+                "validate", "--annotator", name, "--annotators-dir", str(tmp_path),
+                "--set", "pandalm", "--limit", "4", "--data-dir", str(shared_data),
+                "--single-order", "--quiet",
+            ],
+        )  # fmt: skip
+    assert result.exit_code == EXIT_ITEMS_FAILED, result.output
+    assert "judgements failed (client_error: " in result.output
+
+
+def test_personas_show_redacts_url_credentials(tmp_path: Path) -> None:
+    with start_server() as server:
+        name = make_persona(tmp_path, server)
+    persona = tmp_path / f"{name}.yaml"
+    text = persona.read_text().replace("http://127.0.0.1", "http://alice:pw-in-url-99@127.0.0.1")
+    persona.write_text(text)
+    result = runner.invoke(app, ["personas", "show", name, "--annotators-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "pw-in-url-99" not in result.output and "***@127.0.0.1" in result.output
