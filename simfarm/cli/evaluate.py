@@ -179,6 +179,8 @@ def _print_leaderboard(leaderboard: Any, paths: dict[str, Path], out: Path) -> N
     console.print(table)
     for note in leaderboard.judge_agreement:
         console.print(f"[bold yellow]judge quality:[/] {note}", highlight=False)
+    for note in leaderboard.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(f"written: {', '.join(str(p) for p in paths.values() if p.parent == out)}")
 
 

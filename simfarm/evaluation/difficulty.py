@@ -73,6 +73,12 @@ class InstructionDifficulty(Record):
         return {(e.instruction, e.input): e.instruction_difficulty for e in self.entries}
 
 
+class LCNotComputable(ConfigError):
+    """A length-controlled win rate (or the difficulty it needs) cannot be estimated from
+    these annotations, e.g. every verdict is the same: reported as None with this reason in
+    the leaderboard's notes, never a crash."""
+
+
 def _valid_rows(
     annotations_by_model: Mapping[str, Sequence[PairwiseAnnotation]],
 ) -> tuple[list[str], list[tuple[int, InstructionKey, float]]]:
@@ -147,6 +153,11 @@ def _joint_glm(
     labels = np.concatenate([np.ones(n), np.zeros(n)])
     weights = np.concatenate([target, 1.0 - target])
     keep = weights > 0
+    if np.unique(labels[keep]).size < 2:
+        raise LCNotComputable(
+            "instruction difficulty (joint GLM) not computable: every verdict of every model "
+            "is the same, so no LC win rate can be estimated"
+        )
     # Newton-CG: ~800 coefficients, converges in a handful of Hessian steps (10x faster
     # than lbfgs here at the same tolerance).
     model = LogisticRegression(

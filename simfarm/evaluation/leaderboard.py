@@ -26,6 +26,7 @@ from simfarm.errors import ConfigError
 from simfarm.evaluation.difficulty import (
     DifficultyMethod,
     InstructionDifficulty,
+    LCNotComputable,
     estimate_difficulty,
     save_difficulty,
 )
@@ -88,6 +89,10 @@ class Leaderboard(Record):
     """Measured human agreement of the judges behind these rows (from the personas that
     judged, given by the caller), shown beside the leaderboard so a weak judge is never taken
     for a faithful one."""
+    notes: list[str] = Field(default_factory=list)
+    """What a reader must know to trust (or not) these numbers: LC values that could not be
+    computed and why, a judge whose verdicts follow length alone, fitting warnings. One line
+    each; shown beside the board instead of raw Python warnings."""
 
 
 def _reference(annotations_by_model: Mapping[str, Sequence[PairwiseAnnotation]]) -> str:
@@ -144,20 +149,9 @@ def build_leaderboard(
     reference = _reference(models)
     rows = {model: _row(model, annotations, reference) for model, annotations in models.items()}
     weights: dict[str, GLMWeights] = {}
+    notes: list[str] = []
     if length_controlled:
-        if difficulty is None:
-            difficulty = estimate_difficulty(models, difficulty_method)
-        if len(difficulty.models) == 1:
-            warnings.warn(
-                "instruction difficulty was estimated from a single model; its LC win rate "
-                "says little beyond the raw one (give several models, or --difficulty)",
-                stacklevel=2,
-            )
-        for model, annotations in models.items():
-            result = length_controlled_winrate(annotations, difficulty)
-            rows[model].length_controlled_winrate = result.length_controlled_winrate
-            rows[model].lc_standard_error = result.lc_standard_error
-            weights[model] = result.weights
+        difficulty = _length_control(models, rows, weights, notes, difficulty, difficulty_method)
 
     def sort_key(row: LeaderboardRow) -> float:
         value = row.length_controlled_winrate if length_controlled else row.win_rate
@@ -170,8 +164,78 @@ def build_leaderboard(
             judge_agreement=list(judge_agreement),
             difficulty_method=difficulty.method if length_controlled and difficulty else None,
             glm_weights=weights,
+            notes=notes,
         ),
         difficulty if length_controlled else None,
+    )
+
+
+def _length_control(
+    models: Mapping[str, Sequence[PairwiseAnnotation]],
+    rows: dict[str, LeaderboardRow],
+    weights: dict[str, GLMWeights],
+    notes: list[str],
+    difficulty: InstructionDifficulty | None,
+    difficulty_method: DifficultyMethod,
+) -> InstructionDifficulty | None:
+    """Fill the LC columns of ``rows`` (and ``weights``); what cannot be computed stays None
+    with a one-line reason in ``notes``, and fitting warnings become notes too (a console
+    user should read a sentence, not scikit-learn's source lines). Returns the difficulty."""
+    length_note = _pure_length_judge_note(models)
+    if length_note:
+        notes.append(length_note)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if difficulty is None:
+                difficulty = estimate_difficulty(models, difficulty_method)
+        except LCNotComputable as error:
+            notes.append(str(error))
+            return None
+        if len(difficulty.models) == 1:
+            notes.append(
+                "instruction difficulty was estimated from a single model; its LC win rate "
+                "says little beyond the raw one (give several models, or --difficulty)"
+            )
+        for model, annotations in models.items():
+            try:
+                result = length_controlled_winrate(annotations, difficulty)
+            except LCNotComputable as error:
+                notes.append(str(error))
+                continue
+            rows[model].length_controlled_winrate = result.length_controlled_winrate
+            rows[model].lc_standard_error = result.lc_standard_error
+            weights[model] = result.weights
+    kinds = sorted({type(w.message).__name__ for w in caught})
+    if kinds and not length_note:
+        notes.append(
+            f"the LC fits raised {len(caught)} warning(s) ({', '.join(kinds)}); treat the LC "
+            "values as approximate"
+        )
+    return difficulty
+
+
+PURE_LENGTH_SHARE = 0.99
+"""Share of decisive verdicts that follow output length above which a judge is taken for a
+pure length judge (LC, which removes length, then leaves nothing to measure)."""
+
+
+def _pure_length_judge_note(models: Mapping[str, Sequence[PairwiseAnnotation]]) -> str | None:
+    follows = total = 0
+    for judged in models.values():
+        for a in judged:
+            if a.generator_1 == a.generator_2 or a.preference is None:
+                continue
+            if a.preference in (0.0, 1.5) or len(a.output_1) == len(a.output_2):
+                continue
+            total += 1
+            follows += (a.preference > 1.5) == (len(a.output_2) > len(a.output_1))
+    if total < 2 or follows / total < PURE_LENGTH_SHARE:
+        return None
+    return (
+        f"the judge picked the longer output in {follows}/{total} decisive verdicts: it judges "
+        "length alone, so the length-controlled win rate (which removes length) is "
+        "meaningless here"
     )
 
 
@@ -209,6 +273,8 @@ def leaderboard_markdown(leaderboard: Leaderboard) -> str:
         )
     for note in leaderboard.judge_agreement:
         lines += ["", f"**Judge quality** - {note}."]
+    for note in leaderboard.notes:
+        lines += ["", f"**Note** - {note}"]
     if leaderboard.difficulty_method:
         lines += [
             "",

@@ -40,7 +40,11 @@ from typing import Any
 import numpy as np
 
 from simfarm.errors import ConfigError
-from simfarm.evaluation.difficulty import InstructionDifficulty, instruction_key
+from simfarm.evaluation.difficulty import (
+    InstructionDifficulty,
+    LCNotComputable,
+    instruction_key,
+)
 from simfarm.types import PairwiseAnnotation, Record
 
 N_SPLITS = 5
@@ -113,6 +117,11 @@ def _continuous_log_loss(target: np.ndarray, predicted: np.ndarray) -> float:
     return float(-np.mean(target * np.log(predicted) + (1 - target) * np.log(1 - predicted)))
 
 
+def _one_class(labels: np.ndarray, weights: np.ndarray) -> bool:
+    """Whether the rows that carry weight all have the same label."""
+    return np.unique(labels[weights > 0]).size < 2
+
+
 def _cross_validated_fit(features: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
     from sklearn.model_selection import GroupKFold
 
@@ -126,6 +135,8 @@ def _cross_validated_fit(features: np.ndarray, target: np.ndarray) -> tuple[np.n
     scores = np.zeros(len(CS))
     if n_splits >= 2:
         for train, test in GroupKFold(n_splits=n_splits).split(dup_features, labels, groups):
+            if _one_class(labels[train], weights[train]):
+                continue  # nothing to separate in this fold (liblinear would only complain)
             for i, C in enumerate(CS):
                 coef = _fit(dup_features[train], labels[train], weights[train], C)
                 scores[i] -= _continuous_log_loss(soft[test], _predict(dup_features[test], coef))
@@ -171,7 +182,14 @@ def length_controlled_winrate(
         raise ConfigError(
             f"{annotations[0].generator_2!r}: every annotation failed; no LC win rate"
         )
-    coef, best_C = _cross_validated_fit(features[valid], preference[valid] - 1.0)
+    target = preference[valid] - 1.0
+    if np.all(target == target[0]) and target[0] in (0.0, 1.0):
+        verdict = "wins" if target[0] == 1.0 else "losses"
+        raise LCNotComputable(
+            f"LC win rate of {annotations[0].generator_2!r} not computable: all "
+            f"{target.size} verdicts are {verdict}, so the GLM has nothing to separate"
+        )
+    coef, best_C = _cross_validated_fit(features[valid], target)
 
     counterfactual = np.column_stack([np.zeros_like(gamma), gamma, np.ones_like(gamma)])
     predicted = _predict(counterfactual, coef)
