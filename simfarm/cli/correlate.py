@@ -106,6 +106,8 @@ def correlate(
     )
     table.add_row("systems", str(len(result.systems)), "")
     console.print(table)
+    for note in result.notes:
+        console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
     if result.unmatched_simulated:
         missing = result.unmatched_simulated
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""

@@ -179,6 +179,11 @@ def _print_leaderboard(leaderboard: Any, paths: dict[str, Path], out: Path) -> N
     console.print(table)
     for note in leaderboard.judge_agreement:
         console.print(f"[bold yellow]judge quality:[/] {note}", highlight=False)
+    from simfarm.evaluation.leaderboard import judge_lines
+
+    for line in judge_lines(leaderboard):
+        style = "bold red" if line.startswith("WARNING") else "yellow"
+        console.print(f"[{style}]judge check:[/] {line}", highlight=False)
     for note in leaderboard.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(f"written: {', '.join(str(p) for p in paths.values() if p.parent == out)}")

@@ -16,11 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from simfarm.errors import ConfigError
 from simfarm.types import Record
 
 DEFAULT_BOOTSTRAP = 1000
+MIN_SYSTEMS_FOR_CI = 5
+"""Below this many systems a bootstrap over systems only reshuffles the same few: the
+interval is reported, with a note that it means nothing."""
 
 
 class CorrelationResult(Record):
@@ -39,6 +43,8 @@ class CorrelationResult(Record):
     seed: int
     unmatched_simulated: list[str]
     """Systems of the simulated board with no human score (left out)."""
+    notes: list[str] = Field(default_factory=list)
+    """What makes these numbers weak (too few systems for a meaningful interval)."""
 
 
 def _spearman_kendall(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -108,7 +114,17 @@ def rank_correlation(
         n_bootstrap=len(boot_s),
         seed=seed,
         unmatched_simulated=sorted(set(simulated) - set(human)),
+        notes=_notes(len(systems)),
     )
+
+
+def _notes(n_systems: int) -> list[str]:
+    if n_systems >= MIN_SYSTEMS_FOR_CI:
+        return []
+    return [
+        f"only {n_systems} systems: the bootstrap resamples the same few, so the confidence "
+        f"intervals are meaningless (use at least {MIN_SYSTEMS_FOR_CI}, better 10 or more)"
+    ]
 
 
 def _normalise(name: str) -> str:

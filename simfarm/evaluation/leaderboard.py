@@ -30,6 +30,7 @@ from simfarm.evaluation.difficulty import (
     estimate_difficulty,
     save_difficulty,
 )
+from simfarm.evaluation.judge_checks import JudgeCheck, check_judges, consistency_line
 from simfarm.evaluation.length_controlled import (
     WEIGHT_NAMES,
     GLMWeights,
@@ -89,6 +90,9 @@ class Leaderboard(Record):
     """Measured human agreement of the judges behind these rows (from the personas that
     judged, given by the caller), shown beside the leaderboard so a weak judge is never taken
     for a faithful one."""
+    judge_checks: list[JudgeCheck] = Field(default_factory=list)
+    """Per judge: position consistency (both orders judged), the share of one shown slot,
+    the preference band, and warnings when the judge is degenerate (:mod:`.judge_checks`)."""
     notes: list[str] = Field(default_factory=list)
     """What a reader must know to trust (or not) these numbers: LC values that could not be
     computed and why, a judge whose verdicts follow length alone, fitting warnings. One line
@@ -165,6 +169,7 @@ def build_leaderboard(
             difficulty_method=difficulty.method if length_controlled and difficulty else None,
             glm_weights=weights,
             notes=notes,
+            judge_checks=check_judges(a for anns in models.values() for a in anns),
         ),
         difficulty if length_controlled else None,
     )
@@ -239,6 +244,18 @@ def _pure_length_judge_note(models: Mapping[str, Sequence[PairwiseAnnotation]]) 
     )
 
 
+def judge_lines(leaderboard: Leaderboard) -> list[str]:
+    """Position consistency and degenerate-judge warnings, one line each, to show beside
+    any rendering of the board."""
+    lines: list[str] = []
+    for check in leaderboard.judge_checks:
+        consistency = consistency_line(check)
+        if consistency:
+            lines.append(consistency)
+        lines += [f"WARNING: {w}" for w in check.warnings]
+    return lines
+
+
 def leaderboard_frame(leaderboard: Leaderboard):  # -> pandas.DataFrame (lazy import)
     """The leaderboard as a DataFrame indexed by model name (alpaca_eval's layout)."""
     import pandas as pd
@@ -273,6 +290,8 @@ def leaderboard_markdown(leaderboard: Leaderboard) -> str:
         )
     for note in leaderboard.judge_agreement:
         lines += ["", f"**Judge quality** - {note}."]
+    for line in judge_lines(leaderboard):
+        lines += ["", f"**Judge check** - {line}"]
     for note in leaderboard.notes:
         lines += ["", f"**Note** - {note}"]
     if leaderboard.difficulty_method:

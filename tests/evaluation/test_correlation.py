@@ -42,3 +42,11 @@ def test_arena_column_found_despite_two_line_header(shared_data: Path) -> None:
     assert scores["claude-2"] == 1126.0
     default_column, _ = load_scores(path, None, "Arena Elo")
     assert default_column == column
+
+
+def test_too_few_systems_say_the_interval_means_nothing() -> None:
+    four = {f"m{i}": float(i) for i in range(4)}
+    few = rank_correlation(four, four, n_bootstrap=200)
+    assert any("only 4 systems" in note for note in few.notes)
+    eight = {f"m{i}": float(i) for i in range(8)}
+    assert rank_correlation(eight, eight, n_bootstrap=200).notes == []
