@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simfarm.annotation.parsers import ParserSpec, RegexParser
 from simfarm.backends.base import BackendSpec
@@ -76,6 +76,17 @@ class PairwisePersona(BaseModel):
     """AlpacaFarm's ``p_label_flip``: with probability ``2 * label_noise`` the label is a fair
     coin (so ``label_noise`` of labels end flipped). Drawn before any request, so noised items
     cost nothing. For training feedback; leave 0 for evaluation."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend_and_options(cls, backend: BackendSpec | None) -> BackendSpec | None:
+        """A misspelt backend name or option is an error when the file is loaded (with the
+        file and field), not a traceback when the first request is due."""
+        if backend is not None:
+            from simfarm.backends.registry import check_backend_options
+
+            check_backend_options(backend.name, backend.options)
+        return backend
 
     @model_validator(mode="after")
     def _rule_or_backend(self) -> PairwisePersona:

@@ -54,6 +54,49 @@ def test_wrong_type_in_nested_field_names_the_path(tmp_path: Path) -> None:
         load_annotator("bad", [tmp_path])
 
 
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("{name: opanai, model: m}", ["unknown backend 'opanai'", "did you mean 'openai'"]),
+        (
+            "{name: openai, model: m, options: {max_concurency: 32}}",
+            ["options.max_concurency", "did you mean 'max_concurrency'"],
+        ),
+        ("{name: openai, model: m, options: {timeout_s: soon}}", ["options.timeout_s"]),
+        # Options of a local backend are checked without importing torch.
+        ("{name: transformers, model: m, options: {dtipe: bf16}}", ["options.dtipe"]),
+    ],
+)
+def test_backend_name_and_options_are_checked_at_load_time(
+    tmp_path: Path, backend: str, expected: list[str]
+) -> None:
+    (tmp_path / "p.txt").write_text("{instruction} {output_1} {output_2}")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"backend: {backend}\nprompt_template: p.txt\n")
+    with pytest.raises(ConfigError) as error:
+        load_annotator("bad", [tmp_path])
+    message = str(error.value)
+    assert str(bad) in message and "backend" in message
+    for part in expected:
+        assert part in message
+
+
+def test_persona_validation_imports_no_heavy_dependency(tmp_path: Path) -> None:
+    (tmp_path / "p.txt").write_text("{instruction} {output_1} {output_2}")
+    (tmp_path / "v.yaml").write_text(
+        "backend: {name: vllm, model: m, options: {gpu_memory_utilization: 0.5}}\n"
+        "prompt_template: p.txt\n"
+    )
+    code = (
+        "import sys; from simfarm.annotation import load_annotator; "
+        f"load_annotator('v', [{str(tmp_path)!r}]); "
+        "print([m for m in ('torch', 'vllm', 'openai', 'transformers') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_missing_template_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text(
         "backend: {name: openai, model: m}\nprompt_template: nope.txt\n"
