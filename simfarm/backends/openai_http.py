@@ -24,11 +24,13 @@ import asyncio
 import base64
 import datetime
 import email.utils
+import ipaddress
 import json
 import logging
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +112,16 @@ class AttemptFailed(Exception):
         self.fatal = fatal
 
 
+def _is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class OpenAIHTTPBackend(Backend):
     name = "openai"
     batch_size = 1
@@ -136,6 +148,29 @@ class OpenAIHTTPBackend(Backend):
         # Seeded from the OS, not a constant: processes sharing one key must not retry in
         # lockstep (a fixed seed makes every process back off by the same delays).
         self._rng = random.Random(int.from_bytes(os.urandom(8), "little"))
+        self._stopped = self._missing_key()
+
+    def _missing_key(self) -> Failure | None:
+        """Said before any request: the variable the persona names for the key is unset.
+
+        A remote server would refuse every request (after retries and seconds of waiting),
+        so nothing is sent to it: each request fails at once, naming the variable (never a
+        value). Cached answers still count (the backend is only asked for what is not
+        cached). A loopback server (vLLM serve, llama.cpp) usually needs no key: it gets
+        the requests without one, with a warning."""
+        env = self.options.api_key_env
+        if not env or os.environ.get(env):
+            return None
+        if _is_loopback(self._base_url):
+            logger.warning("%s is unset: sending to %s without an API key", env, self._display_url)
+            return None
+        message = (
+            f"not sent: the environment variable {env} (backend.options.api_key_env) that "
+            f"holds the API key for {self._display_url} is unset; export it, or set "
+            "api_key_env: null for a server that needs no key"
+        )
+        logger.error("%s", message)
+        return Failure(kind="client_error", message=message, attempts=0)
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> OpenAIHTTPBackend:

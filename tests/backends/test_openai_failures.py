@@ -185,3 +185,24 @@ def test_an_answer_with_malformed_usage_is_kept_with_zero_tokens() -> None:
     assert result.ok and result.text == "Output (b)"
     assert result.prompt_tokens == 0 and result.completion_tokens == 0
     assert any("usage" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("backend_name", ["openai", "openai_sdk"])
+def test_unset_key_variable_is_said_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, backend_name: str
+) -> None:
+    monkeypatch.delenv("SIMFARM_UNSET_TEST_KEY", raising=False)
+    # TEST-NET-1: never reachable; without the check each request would try to connect.
+    backend = _backend(
+        backend_name,
+        "http://192.0.2.1:9/v1",
+        api_key_env="SIMFARM_UNSET_TEST_KEY",
+        timeout_s=1,
+        retry_budget_s=0,
+    )
+    results = _run(backend, [_chat(i) for i in range(3)])
+    assert backend.requests_sent == 0
+    for result in results:
+        assert result.failure is not None and result.failure.kind == "client_error"
+        assert "SIMFARM_UNSET_TEST_KEY" in result.failure.message
+        assert "unset" in result.failure.message
