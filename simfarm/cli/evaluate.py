@@ -95,6 +95,7 @@ def evaluate(
         from_model_outputs,
         write_evaluation,
     )
+    from simfarm.provenance import current_provenance, persona_digests
     from simfarm.record_checks import check_policy
 
     try:
@@ -135,6 +136,7 @@ def evaluate(
         n_judged = sum(len(a) for a in inputs.annotations.values())
         if failed and len(failed) == n_judged:  # nothing judged: no leaderboard to write
             exit_if_failed([a.failure for a in failed], n_judged)
+        judges = {a.annotator for anns in inputs.annotations.values() for a in anns}
         leaderboard, paths = write_evaluation(
             inputs,
             out,
@@ -142,6 +144,7 @@ def evaluate(
             difficulty=load_difficulty(difficulty) if difficulty else None,
             difficulty_method=difficulty_method,  # type: ignore[arg-type]
             save_annotations=bool(model_outputs),
+            provenance=current_provenance(persona_digests(judges, annotators_dir)),
         )
     except (SimfarmError, OSError) as error:
         raise fail(error) from None

@@ -85,6 +85,7 @@ def validate(
         run_annotator,
         write_report,
     )
+    from simfarm.provenance import current_provenance, persona_digests
     from simfarm.record_checks import check_policy
 
     try:
@@ -134,6 +135,8 @@ def validate(
             ratings=rating_scores,
             notes=notes,
         )
+        judges = [annotator] if annotator else sorted(set(label.split(", ")))
+        report.provenance = current_provenance(persona_digests(judges, annotators_dir))
         paths = write_report(report, out) if out is not None else {}
     except (SimfarmError, OSError) as error:
         raise fail(error) from None

@@ -37,6 +37,7 @@ from simfarm.evaluation.length_controlled import (
     length_controlled_winrate,
 )
 from simfarm.evaluation.winrate import WinRateMetrics, compute_winrate
+from simfarm.provenance import Provenance, current_provenance
 from simfarm.types import PairwiseAnnotation, Record
 
 CSV_COLUMNS = (
@@ -90,6 +91,8 @@ class Leaderboard(Record):
     """Measured human agreement of the judges behind these rows (from the personas that
     judged, given by the caller), shown beside the leaderboard so a weak judge is never taken
     for a faithful one."""
+    provenance: Provenance | None = None
+    """simfarm version, command line and persona digests (set when written)."""
     judge_checks: list[JudgeCheck] = Field(default_factory=list)
     """Per judge: position consistency (both orders judged), the share of one shown slot,
     the preference band, and warnings when the judge is degenerate (:mod:`.judge_checks`)."""
@@ -317,6 +320,8 @@ def write_leaderboard(
         "markdown": out_dir / "leaderboard.md",
     }
     leaderboard_frame(leaderboard).to_csv(paths["csv"])
+    if leaderboard.provenance is None:
+        leaderboard.provenance = current_provenance()
     # pydantic writes NaN as null: the file stays standard JSON.
     paths["json"].write_text(leaderboard.model_dump_json(indent=2) + "\n", encoding="utf-8")
     paths["markdown"].write_text(leaderboard_markdown(leaderboard), encoding="utf-8")

@@ -19,6 +19,7 @@ from simfarm.evaluation.io import (
 )
 from simfarm.evaluation.leaderboard import Leaderboard, build_leaderboard, write_leaderboard
 from simfarm.evaluation.plots import plot_leaderboard
+from simfarm.provenance import Provenance
 from simfarm.record_checks import BadRecordPolicy, RecordIssue
 from simfarm.types import PairwiseAnnotation, PairwiseItem
 
@@ -148,6 +149,7 @@ def write_evaluation(
     difficulty: InstructionDifficulty | None = None,
     difficulty_method: DifficultyMethod = "joint_glm",
     save_annotations: bool = False,
+    provenance: Provenance | None = None,
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Build the leaderboard and write it (CSV, JSON, markdown, PNG, difficulty, weights);
     with ``save_annotations`` also each model's annotations as JSONL under ``annotations/``.
@@ -160,6 +162,7 @@ def write_evaluation(
         difficulty_method=difficulty_method,
         judge_agreement=inputs.judge_agreement,
     )
+    leaderboard.provenance = provenance
     out_dir = Path(out_dir)
     paths = write_leaderboard(leaderboard, out_dir, used_difficulty)
     paths["plot"] = plot_leaderboard(leaderboard, out_dir / "leaderboard.png")

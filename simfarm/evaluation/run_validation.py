@@ -218,6 +218,10 @@ def write_report(report: ValidationReport, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
+    if report.provenance is None:
+        from simfarm.provenance import current_provenance
+
+        report.provenance = current_provenance()
     paths["json"].write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     paths["markdown"].write_text(validation_markdown(report), encoding="utf-8")
     return paths

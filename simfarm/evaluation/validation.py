@@ -35,6 +35,7 @@ from pydantic import Field
 
 from simfarm.evaluation.human_sets import HumanPairwiseItem, HumanRatingItem
 from simfarm.evaluation.winrate import discretize
+from simfarm.provenance import Provenance
 from simfarm.record_checks import RecordIssue
 from simfarm.types import PairwiseAnnotation, Record
 
@@ -104,6 +105,8 @@ class ValidationReport(Record):
     rating: RatingReport | None = None
     issues: list[RecordIssue]
     notes: list[str] = Field(default_factory=list)
+    provenance: Provenance | None = None
+    """simfarm version, command line and persona digests (set when written)."""
 
 
 def _modes(labels: Sequence[float]) -> list[float]:

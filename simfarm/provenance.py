@@ -1,0 +1,70 @@
+"""What produced a result file: simfarm's version, the command line, the personas' digests.
+
+Written into ``leaderboard.json`` and ``report.json`` so a number can be traced to the code
+and the judge definition that made it (a persona edited in place keeps its name but not its
+digest). The command line is redacted like every message (keys given as arguments, URL
+credentials), so a secret never reaches a result file.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from simfarm.errors import SimfarmError
+from simfarm.redaction import redact
+from simfarm.types import Record, stable_digest
+
+if TYPE_CHECKING:
+    from simfarm.annotation.loader import LoadedPersona, LoadedPool
+
+
+class Provenance(Record):
+    simfarm_version: str
+    python: str
+    command_line: list[str]
+    """``sys.argv`` of the run (``simfarm`` and its arguments), secrets redacted."""
+    personas: dict[str, str]
+    """Persona (or pool) id -> digest of its definition: the validated YAML fields and the
+    prompt template text (pools: their members' digests too)."""
+
+
+def persona_digest(loaded: LoadedPersona | LoadedPool) -> str:
+    """sha256 over what defines the judge: its validated fields and its template text."""
+    from simfarm.annotation.loader import LoadedPool
+
+    if isinstance(loaded, LoadedPool):
+        members = [[persona_digest(member), weight] for member, weight in loaded.members]
+        return stable_digest({"pool": loaded.spec.model_dump(mode="json"), "members": members})
+    template = loaded.template.digest if loaded.template is not None else None
+    return stable_digest({"persona": loaded.spec.model_dump(mode="json"), "template": template})
+
+
+def persona_digests(names: Iterable[str], dirs: list[Path] | None = None) -> dict[str, str]:
+    """Digests of the named judges that are personas or pools on the search path (names
+    that are not, e.g. judges named in alpaca_eval annotation files, are left out)."""
+    from simfarm.annotation.loader import load_annotator
+
+    digests: dict[str, str] = {}
+    for name in sorted(set(names)):
+        try:
+            digests[name] = persona_digest(load_annotator(name, dirs))
+        except SimfarmError:
+            continue
+    return digests
+
+
+def current_provenance(
+    personas: dict[str, str] | None = None, argv: Sequence[str] | None = None
+) -> Provenance:
+    from simfarm import __version__
+
+    return Provenance(
+        simfarm_version=__version__,
+        python=platform.python_version(),
+        command_line=[redact(arg) for arg in (sys.argv if argv is None else argv)],
+        personas=dict(personas or {}),
+    )
