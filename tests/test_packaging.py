@@ -40,6 +40,9 @@ def test_wheel_carries_the_data_folders(tmp_path: Path) -> None:
     ):
         assert required in names
     assert not any(n.endswith(".sqlite") for n in names)
+    # The licence as an SPDX expression (PEP 639), not the deprecated TOML table.
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()
     # Installed without the checkout around it, the bundled personas still load.
     target = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
