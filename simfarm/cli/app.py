@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from simfarm.cli import annotate, correlate, evaluate, personas, quickstart, validate
+from simfarm.cli import annotate, cache, correlate, evaluate, personas, quickstart, validate
 
 app = typer.Typer(
     name="simfarm",
@@ -56,6 +56,7 @@ app.command("validate")(validate.validate)
 app.command("correlate")(correlate.correlate)
 app.command("quickstart")(quickstart.quickstart)
 app.add_typer(personas.app, name="personas")
+app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:
