@@ -1,4 +1,4 @@
-"""``simfarm personas``: list, show and export the schema of personas and pools."""
+"""``simfarm personas``: list, show, validate and export the schema of personas and pools."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from simfarm.cli.common import AnnotatorsDirs, console, fail
+from simfarm.cli.common import AnnotatorsDirs, console, err_console, fail
 from simfarm.errors import SimfarmError
 
 app = typer.Typer(help="List, show and validate annotator personas and pools.")
@@ -52,6 +52,35 @@ def personas_show(name: str, annotators_dir: AnnotatorsDirs = None) -> None:
 
     # A base_url may carry user:password@: shown redacted, like every message.
     console.print_json(redact(loaded.spec.model_dump_json()))
+
+
+@app.command("validate")
+def personas_validate(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Persona/pool ids or YAML files (default: all on the search path)."),
+    ] = None,
+    annotators_dir: AnnotatorsDirs = None,
+) -> None:
+    """Load each persona or pool as a run would (fields, backend name and options, template,
+    pool members); print every problem with its file and field. Exit 2 if any is invalid."""
+    from simfarm.annotation import iter_annotator_files, load_annotator
+
+    targets = names or [str(p) for p in iter_annotator_files(annotators_dir)]
+    invalid = 0
+    for name in targets:
+        try:
+            load_annotator(name, annotators_dir)
+        except SimfarmError as error:
+            invalid += 1
+            err_console.print(
+                f"[red]invalid:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+            )
+            continue
+        console.print(f"ok: {name}", highlight=False)
+    if invalid:
+        err_console.print(f"{invalid} of {len(targets)} invalid")
+        raise typer.Exit(2)
 
 
 @app.command("schema")

@@ -155,3 +155,21 @@ def test_pool_loads_members() -> None:
     pool = load_annotator("alpaca_farm_pool")
     assert isinstance(pool, LoadedPool) and len(pool.members) == 3
     _ = PairwiseItem(instruction="x", output_1="a", output_2="b")
+
+
+def test_personas_validate_reports_each_bad_file_and_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from simfarm.cli import app
+
+    (tmp_path / "p.txt").write_text("{instruction} {output_1} {output_2}")
+    (tmp_path / "good.yaml").write_text("rule: longest\n")
+    (tmp_path / "typo.yaml").write_text(
+        "backend: {name: openai, model: m, options: {max_concurency: 32}}\nprompt_template: p.txt\n"
+    )
+    dirs = ["--annotators-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, ["personas", "validate", "good", "typo", *dirs])
+    assert result.exit_code == 2, result.output
+    assert "ok: good" in result.output
+    assert str(tmp_path / "typo.yaml") in result.output and "max_concurency" in result.output
+    assert CliRunner().invoke(app, ["personas", "validate", "good", *dirs]).exit_code == 0
