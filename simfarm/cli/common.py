@@ -101,3 +101,28 @@ def num(value: float | int | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: the shell's convention (128 + SIGINT)."""
+
+
+def interrupted() -> typer.Exit:
+    """Ctrl-C during a run that judges: what is kept and how to go on (as ``annotate`` says).
+    Usage: ``except KeyboardInterrupt: raise interrupted() from None``."""
+    err_console.print(
+        "[yellow]interrupted[/]: every answer received so far is in the cache; "
+        "run the same command again to resume.",
+        highlight=False,
+    )
+    return typer.Exit(code=EXIT_INTERRUPTED)
+
+
+def judged_summary(annotations: list[Any]) -> str:
+    """``judged 120 pairs: 100 answered now, 20 from the cache, 0 failed``."""
+    cached = sum(bool(a.cached) for a in annotations)
+    failed = sum(a.failure is not None for a in annotations)
+    return (
+        f"judged {len(annotations)} pairs: {len(annotations) - cached - failed} answered now, "
+        f"{cached} from the cache, {failed} failed"
+    )

@@ -19,6 +19,8 @@ from simfarm.cli.common import (
     err_console,
     exit_if_failed,
     fail,
+    interrupted,
+    judged_summary,
     num,
     print_issues,
 )
@@ -146,10 +148,15 @@ def evaluate(
             save_annotations=bool(model_outputs),
             provenance=current_provenance(persona_digests(judges, annotators_dir)),
         )
+    except KeyboardInterrupt:
+        raise interrupted() from None
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
     if not quiet:
         _print_leaderboard(leaderboard, paths, out)
+        if model_outputs:
+            judged = [a for anns in inputs.annotations.values() for a in anns]
+            console.print(judged_summary(judged), highlight=False)
     exit_if_failed([a.failure for a in failed], n_judged)
 
 

@@ -14,6 +14,8 @@ from simfarm.cli.common import (
     console,
     exit_if_failed,
     fail,
+    interrupted,
+    judged_summary,
     num,
     print_issues,
 )
@@ -138,9 +140,13 @@ def validate(
         judges = [annotator] if annotator else sorted(set(label.split(", ")))
         report.provenance = current_provenance(persona_digests(judges, annotators_dir))
         paths = write_report(report, out) if out is not None else {}
+    except KeyboardInterrupt:
+        raise interrupted() from None
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
     _print_validation(report)
+    if annotator is not None:
+        console.print(judged_summary([a for sample in samples_ for a in sample]))
     if paths:
         console.print(f"written: {paths['markdown']}, {paths['json']}")
     exit_if_failed(failures, sum(len(sample) for sample in samples_), "judgements")
