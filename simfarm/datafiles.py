@@ -17,7 +17,7 @@ import glob
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -298,11 +298,7 @@ def write_records(path: Path, records: Iterable[BaseModel]) -> None:
         raise ConfigError(f"{path}: unsupported output format {suffix!r} (.jsonl/.json/.parquet)")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path)
-    handle, tmp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
-    )
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = _new_temp_file(path)
     try:
         rows = (r.model_dump(mode="json") for r in records)
         if suffix == ".jsonl":
@@ -328,6 +324,22 @@ def write_records(path: Path, records: Iterable[BaseModel]) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _new_temp_file(path: Path) -> Path:
+    """An empty ``.<name>.<pid>.<random>.tmp`` beside ``path``, created with mode 0666
+    filtered by the umask: results are ordinary files (0644 under the usual umask), like
+    every other output simfarm writes. ``mkstemp`` would make them 0600; nothing in them
+    is secret (secrets are redacted before any record is built), and a results folder
+    shared with a group should read the same for every file in it."""
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise OSError(f"{path.parent}: cannot create a temporary file for {path.name}")
 
 
 def remove_stale_temp_files(path: Path) -> list[Path]:

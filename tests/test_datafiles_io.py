@@ -159,3 +159,24 @@ def test_invalid_utf8_in_an_annotation_file_through_evaluate(tmp_path: Path) -> 
     assert "annotations.json" in result.output
     offset = data.index(b"\xfe")
     assert f"byte {offset}" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
+def test_annotation_outputs_get_the_same_mode_as_every_other_output(
+    tmp_path: Path, suffix: str
+) -> None:
+    from simfarm.types import PairwiseAnnotation
+
+    record = PairwiseAnnotation(
+        instruction="i", output_1="a", output_2="b", generator_1="r", generator_2="m",
+        annotator="longest", preference=2.0,
+    )  # fmt: skip
+    previous = os.umask(0o022)
+    try:
+        write_records(tmp_path / f"annotations{suffix}", [record])
+        (tmp_path / "leaderboard.json").write_text("{}")  # how the other outputs are written
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / f"annotations{suffix}").stat().st_mode & 0o777
+    assert mode == (tmp_path / "leaderboard.json").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
