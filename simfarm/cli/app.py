@@ -12,11 +12,33 @@ printing stay here, and reach the library as callbacks.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from simfarm.cli import annotate, cache, correlate, evaluate, personas, quickstart, validate
+
+
+def _flags_without_value_placeholder() -> None:
+    """typer (0.29) prints a ``<bool>`` value placeholder beside on/off flags (``--quiet``,
+    ``--help``), and a user who then types ``--quiet true`` is refused. A flag takes no
+    value: show none. Every command gets this, whichever module defines it."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_simfarm_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._simfarm_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_value_placeholder()
 
 app = typer.Typer(
     name="simfarm",
