@@ -24,6 +24,7 @@ from simfarm.cli.common import (
     num,
     print_issues,
 )
+from simfarm.cli.overrides import BaseUrlOverride, ModelOverride, annotate_with_overrides
 from simfarm.errors import SimfarmError
 
 
@@ -81,6 +82,8 @@ def evaluate(
     ] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the cache.")] = False,
     annotators_dir: AnnotatorsDirs = None,
+    model: ModelOverride = None,
+    base_url: BaseUrlOverride = None,
     on_bad_record: BadRecordOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar, no table.")] = False,
 ) -> None:
@@ -124,6 +127,7 @@ def evaluate(
                     use_cache=not no_cache,
                     annotators_dirs=annotators_dir,
                     progress=progress,
+                    annotate=annotate_with_overrides(model, base_url),
                 )
         else:
             raise SimfarmError(

@@ -19,6 +19,7 @@ from simfarm.cli.common import (
     num,
     print_issues,
 )
+from simfarm.cli.overrides import BaseUrlOverride, ModelOverride, annotate_with_overrides
 from simfarm.errors import SimfarmError
 
 
@@ -69,6 +70,8 @@ def validate(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the cache.")] = False,
     annotators_dir: AnnotatorsDirs = None,
+    model: ModelOverride = None,
+    base_url: BaseUrlOverride = None,
     on_bad_record: BadRecordOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -112,6 +115,7 @@ def validate(
                     use_cache=not no_cache,
                     annotators_dirs=annotators_dir,
                     progress=progress,
+                    annotate=annotate_with_overrides(model, base_url),
                 )
             label = annotator
             failures = [a.failure for sample in samples_ for a in sample if a.failure]

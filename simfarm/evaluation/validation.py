@@ -133,9 +133,15 @@ def _verdict(annotation: PairwiseAnnotation) -> float | None:
 def _kappa(predicted: list[float], truth: list[float]) -> float | None:
     if len(predicted) < 2:
         return None
+    import warnings
+
     from sklearn.metrics import cohen_kappa_score
 
-    value = float(cohen_kappa_score([str(x) for x in predicted], [str(x) for x in truth]))
+    # A single label on both sides makes kappa undefined: reported as None ("-"), so
+    # scikit-learn's warnings about it (with source lines) would only be console noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = float(cohen_kappa_score([str(x) for x in predicted], [str(x) for x in truth]))
     return None if math.isnan(value) else value
 
 

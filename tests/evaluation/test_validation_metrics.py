@@ -103,3 +103,13 @@ def test_align_annotations_matches_by_content_in_either_order() -> None:
     assert [a.preference for a in samples[0]] == [1.0, 2.0]
     assert any("match no pair" in n for n in notes)
     assert agreement_metrics(pairs, samples).accuracy_with_ties == 100.0
+
+
+def test_undefined_kappa_is_none_without_raw_warnings() -> None:
+    import warnings
+
+    from simfarm.evaluation.validation import _kappa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _kappa([2.0, 2.0, 2.0], [2.0, 2.0, 2.0]) is None
