@@ -22,12 +22,15 @@ BaseUrlOverride = Annotated[
 
 
 def annotate_with_overrides(
-    model: str | None, base_url: str | None
+    model: str | None, base_url: str | None, **engine_options: Any
 ) -> Callable[..., list[PairwiseAnnotation]] | None:
     """An ``annotate`` callable (the signature of
     :func:`simfarm.annotation.annotate_pairs`) that applies the overrides; None without any,
-    so the default path stays the library's own."""
-    if model is None and base_url is None:
+    so the default path stays the library's own. ``engine_options`` that are not None (e.g.
+    an ``executor_factory`` where the engine takes one) are passed on to
+    :func:`simfarm.annotation.annotate`."""
+    engine_options = {k: v for k, v in engine_options.items() if v is not None}
+    if model is None and base_url is None and not engine_options:
         return None
 
     def annotate(
@@ -53,7 +56,12 @@ def annotate_with_overrides(
             model=model, options={"base_url": base_url} if base_url else {}
         )
         result = run_annotation(
-            items, loaded, use_cache=use_cache, backend_overrides=overrides, progress=progress
+            items,
+            loaded,
+            use_cache=use_cache,
+            backend_overrides=overrides,
+            progress=progress,
+            **engine_options,
         )
         return result.annotations
 
