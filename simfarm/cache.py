@@ -1,22 +1,37 @@
 """Content-addressed completion cache in SQLite.
 
 Why this shape:
-- The key is a sha256 over the canonical JSON of an explicit list of fields (backend
-  identity, the request content, the prompt-template digest, the parser, the cache version),
-  never ``str(model_dump())`` of a whole object, so a field that does not change the answer
-  (a message id, a timestamp) cannot silently break hits.
+- The key is a sha256 over the canonical JSON of an explicit list of fields: what the
+  model saw (the request, the prompt-template digest, the judge stage) and the backend's
+  identity (its full validated options minus operational ones, see
+  :meth:`simfarm.backends.base.Backend.identity`). Never ``str(model_dump())`` of a whole
+  object, so a field that does not change the answer (a message id, a timestamp) cannot
+  silently break hits. The parser is *not* in the key: cached completions are re-parsed on
+  every read, so changing a parser option re-reads answers for free instead of re-buying
+  them (alpaca_eval's ``is_reapply_parsing``).
 - Only successful, parseable completions are stored. A failure is never cached, so a rerun
   retries rate-limited or garbled items instead of replaying the failure.
-- Each result is committed the moment it arrives (WAL journal, autocommit), so a run killed
-  with Ctrl-C or ``kill -9`` keeps everything it paid for, and a rerun asks only for the rest.
-- WAL plus a busy timeout lets several processes read and write the same file at once.
+- Writes go through one writer thread with its own connection, so a second process holding
+  the write lock never stalls the event loop (requests keep flowing; answers queue up).
+  Each answer is committed as soon as the writer reaches it (usually within milliseconds;
+  ``max_pending`` measures the worst backlog). Ctrl-C, a normal exit and :meth:`close`
+  drain the queue; a ``kill -9`` loses at most what was still queued, and the next run
+  simply asks for those again.
+- WAL plus a busy timeout lets several processes read and write the same file at once;
+  readers never wait for a writer.
 - The file lives under the user cache dir (``$SIMFARM_CACHE_DIR``), never in the package.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
+import queue
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,42 +50,68 @@ CREATE TABLE IF NOT EXISTS completions (
 )
 """
 
+_BUSY_RETRY_S = 0.05
+"""Pause before the writer tries again when another process holds the lock past the busy
+timeout (it never gives up: an answer paid for is not dropped because of a lock)."""
+_MAX_BATCH = 512
+"""Rows per write transaction at most (a backlog is committed in a few transactions)."""
+
 
 def cache_key(
     backend_identity: Mapping[str, Any],
     request: CompletionRequest,
     template_digest: str | None = None,
-    parser: Mapping[str, Any] | None = None,
+    stage: str | None = None,
 ) -> str:
     """The cache key of one request: sha256 over exactly these fields.
 
-    ``backend_identity`` is backend name, model and base URL (never a key); the request
-    contributes its messages or prompt and the decoding parameters (seed included).
+    ``backend_identity`` comes from :meth:`~simfarm.backends.base.Backend.identity` (never
+    a secret); the request contributes its messages or prompt, the decoding parameters
+    (seed included) and its sample index when not 0; ``stage`` names the step of a
+    multi-stage judge (critique, score, ...) and enters only when set, so single-stage
+    judges keep their keys.
     """
-    return stable_digest(
-        {
-            "cache_version": CACHE_VERSION,
-            "backend": dict(backend_identity),
-            "request": request.content_fields(),
-            "template_digest": template_digest,
-            "parser": dict(parser) if parser is not None else None,
-        }
-    )
+    fields: dict[str, Any] = {
+        "cache_version": CACHE_VERSION,
+        "backend": dict(backend_identity),
+        "request": request.content_fields(),
+        "template_digest": template_digest,
+    }
+    if stage is not None:
+        fields["stage"] = stage
+    return stable_digest(fields)
 
 
 class CompletionCache:
-    """Completions by key in one SQLite file; safe across processes."""
+    """Completions by key in one SQLite file; safe across processes and threads.
+
+    Reads happen on the caller's thread (WAL readers never wait for a writer); writes are
+    queued to one writer thread (see the module docstring for what that guarantees).
+    """
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else user_cache_dir() / "completions.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit (isolation_level=None): every put is its own committed transaction.
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives process crashes; only an OS crash could lose the tail.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
+        # Used from whichever thread runs the event loop (a session's loop thread, say);
+        # only reads go through it.
+        self._db = _connect(self.path)
         self._db.execute(_SCHEMA)
+        self._queue: queue.SimpleQueue[tuple[str, Completion] | None] = queue.SimpleQueue()
+        self._state = threading.Condition()
+        self._enqueued = 0
+        self._committed = 0
+        self.max_pending = 0
+        """The largest number of answers ever waiting for the writer in this process: what
+        a ``kill -9`` at the worst moment would have cost (they are asked for again)."""
+        self._error: BaseException | None = None
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"simfarm-cache-writer:{self.path.name}", daemon=True
+        )
+        self._writer.start()
+        # A daemon thread dies at interpreter exit; drain it first.
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)
 
     def get(self, key: str) -> Completion | None:
         row = self._db.execute("SELECT value FROM completions WHERE key = ?", (key,)).fetchone()
@@ -91,26 +132,122 @@ class CompletionCache:
         return found
 
     def put(self, key: str, completion: Completion) -> None:
-        """Store a successful completion, committed at once. Failures are refused."""
+        """Queue a successful completion for the writer (returns at once; it counts as
+        saved once committed, see :meth:`flush`). Failures are refused."""
         if completion.failure is not None:
             raise ValueError("failures are never cached")
-        value = completion.model_dump_json(exclude={"cached"})
-        self._db.execute(
-            "INSERT OR REPLACE INTO completions (key, value, created_at) VALUES (?, ?, ?)",
-            (key, value, time.time()),
-        )
+        if self._error is not None:
+            raise RuntimeError(f"the cache writer failed: {self._error}") from self._error
+        if self._closed:
+            raise RuntimeError(f"the cache {self.path} is closed")
+        with self._state:
+            self._enqueued += 1
+            self.max_pending = max(self.max_pending, self._enqueued - self._committed)
+        self._queue.put((key, completion))
+
+    @property
+    def pending(self) -> int:
+        """Answers queued but not yet committed."""
+        with self._state:
+            return self._enqueued - self._committed
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far is committed (raises what the writer hit)."""
+        with self._state:
+            target = self._enqueued
+            if not self._state.wait_for(
+                lambda: self._committed >= target or self._error is not None, timeout
+            ):
+                raise TimeoutError(f"cache writes still pending after {timeout}s")
+        if self._error is not None:
+            raise RuntimeError(f"the cache writer failed: {self._error}") from self._error
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
 
     def close(self) -> None:
+        """Commit everything queued, stop the writer, close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        self._queue.put(None)
+        self._writer.join()
         self._db.close()
+        if self._error is not None:
+            raise RuntimeError(f"the cache writer failed: {self._error}") from self._error
 
     def __enter__(self) -> CompletionCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _write_loop(self) -> None:
+        db = _connect(self.path)
+        try:
+            stop = False
+            while not stop:
+                batch = [self._queue.get()]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = None in batch
+                rows = [
+                    (key, completion.model_dump_json(exclude={"cached"}), time.time())
+                    for key, completion in (entry for entry in batch if entry is not None)
+                ]
+                if rows and self._error is None:
+                    try:
+                        _commit(db, rows)
+                    except BaseException as error:  # surfaced by put/flush/close
+                        self._error = error
+                with self._state:
+                    self._committed += len(rows)
+                    self._state.notify_all()
+        finally:
+            db.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode (isolation_level=None): transactions are explicit where needed.
+    db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives process crashes; only an OS crash could lose the tail.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=60000")
+    return db
+
+
+def _commit(db: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> None:
+    """One transaction for ``rows``; waits out another process's lock however long."""
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                time.sleep(_BUSY_RETRY_S)
+                continue
+            raise
+        try:
+            db.executemany(
+                "INSERT OR REPLACE INTO completions (key, value, created_at) VALUES (?, ?, ?)",
+                rows,
+            )
+            db.execute("COMMIT")
+            return
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+def _close_at_exit(ref: weakref.ref[CompletionCache]) -> None:
+    cache = ref()
+    if cache is not None:
+        with contextlib.suppress(Exception):  # nothing left to report to at exit
+            cache.close()
 
 
 def _load(value: str) -> Completion:

@@ -13,7 +13,7 @@ JSON schema of these models, for editors (``simfarm personas schema`` regenerate
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -86,10 +86,6 @@ class PairwisePersona(BaseModel):
         if self.rule is not None and self.backend is not None:
             raise ValueError("`rule` and `backend` exclude each other")
         return self
-
-    def cache_fields(self) -> dict[str, Any]:
-        """What of the persona (beyond the request itself) changes a cached answer's meaning."""
-        return {"parser": self.parser.model_dump(), "prompt_format": self.prompt_format}
 
 
 class PoolMember(BaseModel):

@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,8 +53,9 @@ class OpenAIHTTPOptions(BaseModel):
     """First backoff; doubles each retry (full jitter), capped by ``backoff_max_s``."""
     backoff_max_s: float = Field(default=30.0, ge=0)
     request_budget: int | None = Field(default=None, ge=0)
-    """At most this many HTTP requests (attempts) in this run; the rest fail with kind
-    ``budget`` and are not cached, so a later run picks them up."""
+    """At most this many HTTP requests (attempts) per session (one ``annotate()`` call when
+    no session is given), shared by every persona on the same endpoint; the rest fail with
+    kind ``budget`` and are not cached, so a later run picks them up."""
     price: PriceTable | None = None
     """USD per million tokens; defaults to the built-in table for known model names."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -76,6 +78,20 @@ class AttemptFailed(Exception):
 class OpenAIHTTPBackend(Backend):
     name = "openai"
     batch_size = 1
+    options_model = OpenAIHTTPOptions
+    OPERATIONAL_FIELDS = frozenset(
+        {
+            "api_key_env",
+            "max_concurrency",
+            "timeout_s",
+            "max_retries",
+            "backoff_base_s",
+            "backoff_max_s",
+            "request_budget",
+            "price",
+        }
+    )
+    options: OpenAIHTTPOptions
 
     def __init__(self, model: str, options: OpenAIHTTPOptions | None = None) -> None:
         if not model:
@@ -86,7 +102,6 @@ class OpenAIHTTPBackend(Backend):
         self.price = self.options.price or price_for(model)
         self._base_url = self.options.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         self._requests_sent = 0
         self._rng = random.Random(0)
 
@@ -95,7 +110,16 @@ class OpenAIHTTPBackend(Backend):
         return cls(spec.model, OpenAIHTTPOptions.model_validate(spec.options))
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "base_url": self._base_url}
+        identity = super().identity()
+        # One server, however its URL is spelt; credentials in the URL never enter a key.
+        identity["options"]["base_url"] = _without_credentials(self._base_url)
+        return identity
+
+    def endpoint(self) -> str:
+        return f"{_without_credentials(self._base_url)} {self.model}"
+
+    def request_budget(self) -> int | None:
+        return self.options.request_budget
 
     @property
     def requests_sent(self) -> int:
@@ -157,14 +181,13 @@ class OpenAIHTTPBackend(Backend):
         return path, body
 
     async def _complete_one(self, request: CompletionRequest) -> Completion:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        limiter = self.limiter
         path, body = self._body(request)
         attempts = 0
         started = time.perf_counter()
         while True:
-            budget = self.options.request_budget
-            if budget is not None and self._requests_sent >= budget:
+            budget = limiter.request_budget
+            if not limiter.try_spend():
                 return Completion(
                     failure=Failure(
                         kind="budget",
@@ -175,7 +198,7 @@ class OpenAIHTTPBackend(Backend):
             attempts += 1
             self._requests_sent += 1
             try:
-                async with self._semaphore:
+                async with limiter.slots():
                     data = await self._send(path, body)
                 completion = self._parse(data, request)
                 completion.latency_s = time.perf_counter() - started
@@ -282,6 +305,14 @@ def _completion_logprobs(raw: Any) -> list[TokenLogprob] | None:
         )
         for token, logprob, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=False)
     ]
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a ``user:secret@`` part."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
