@@ -2,13 +2,18 @@
 
 The data folders (``annotators/``, ``evals/``, ``recipes/``) live at the top of the repository.
 A source checkout or editable install reads them there; a wheel carries a copy under
-``simfarm/_data``. A user folder given explicitly (flag or environment variable) is searched
-first, so personal personas can shadow or extend the bundled ones.
+``simfarm/_data``. A source checkout is recognised by a marker (``pyproject.toml`` naming the
+``simfarm`` project next to the package), never by a folder name: in a wheel install the
+package's parent is ``site-packages``, where any distribution may have put a top-level
+``evals`` or ``annotators`` package. A user folder given explicitly (flag or environment
+variable) is searched first, so personal personas can shadow or extend the bundled ones.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import tomllib
 from pathlib import Path
 
 import platformdirs
@@ -18,14 +23,28 @@ DATA_FOLDERS = ("annotators", "evals", "recipes")
 _ENV_VARS = {name: f"SIMFARM_{name.upper()}_DIR" for name in DATA_FOLDERS}
 
 
+def _is_source_checkout(root: Path) -> bool:
+    """Whether ``root`` is simfarm's own source tree: its pyproject.toml names simfarm."""
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return bool(project.get("project", {}).get("name") == "simfarm")
+
+
+@functools.cache
+def _bundled_root() -> Path:
+    """The folder holding the bundled data folders: the checkout, else the wheel's copy."""
+    if _is_source_checkout(_PACKAGE_DIR.parent):
+        return _PACKAGE_DIR.parent
+    return _PACKAGE_DIR / "_data"
+
+
 def bundled_data_dir(name: str) -> Path:
     """The bundled copy of one data folder: the checkout's, else the wheel's."""
     if name not in DATA_FOLDERS:
         raise ValueError(f"unknown data folder {name!r}; expected one of {DATA_FOLDERS}")
-    checkout = _PACKAGE_DIR.parent / name
-    if checkout.is_dir():
-        return checkout
-    return _PACKAGE_DIR / "_data" / name
+    return _bundled_root() / name
 
 
 def data_search_path(name: str, extra: list[Path] | None = None) -> list[Path]:

@@ -11,7 +11,9 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simfarm.redaction import redact
 
 FailureKind = Literal[
     "rate_limit",  # 429 after every retry
@@ -123,7 +125,14 @@ class TokenLogprob(Record):
 class Failure(Record):
     kind: FailureKind
     message: str
+    """What went wrong; secrets (API keys, Authorization values, URL credentials) are
+    removed when the record is built, so no result file or cache entry can hold one."""
     attempts: int = 1
+
+    @field_validator("message")
+    @classmethod
+    def _without_secrets(cls, message: str) -> str:
+        return redact(message)
 
 
 class Completion(Record):
@@ -140,6 +149,9 @@ class Completion(Record):
     finish_reason: str | None = None
     cached: bool = False
     """True when this came from the cache (it then cost nothing in this run)."""
+    warnings: list[str] = Field(default_factory=list)
+    """Oddities of an answer that was kept anyway (invalid UTF-8 replaced, malformed
+    ``usage`` counted as 0 tokens): the verdict was paid for and is readable."""
     failure: Failure | None = None
 
     @property

@@ -135,13 +135,6 @@ def test_round_trip_and_persistence(tmp_path: Path) -> None:
         assert cache.get_many(["k", "missing"]).keys() == {"k"}
 
 
-def test_default_location_is_the_user_cache_dir_not_the_package(tmp_path: Path) -> None:
-    import simfarm
-
-    with CompletionCache() as cache:
-        assert Path(simfarm.__file__).parent not in cache.path.parents
-
-
 def _writer(path: str, worker: int, n: int) -> None:
     with CompletionCache(Path(path)) as cache:
         for i in range(n):

@@ -10,6 +10,10 @@ base models) or chat turns marked the way alpaca_eval's prompt files are::
 
 Substitution is a single pass over the template: text that comes *in* through a placeholder
 (a model output containing ``{output_1}`` or braces of its own) is never substituted again.
+Chat turns are read from the template file once, before any substitution; placeholders are
+then filled inside each turn's content. A candidate output that contains ``<|im_end|>`` or
+``<|im_start|>assistant`` is data: it stays verbatim inside the turn it was put in and can
+never open, close or forge a turn.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from simfarm.errors import ConfigError
 from simfarm.types import ChatMessage
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-_TURN = re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>", re.S)
+_TURN = re.compile(r"<\|im_start\|>([a-z]*)\n(.*?)<\|im_end\|>", re.S)
+_ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -50,19 +55,57 @@ class PromptTemplate:
     def placeholders(self) -> set[str]:
         return set(_PLACEHOLDER.findall(self.text))
 
-    def render(self, values: Mapping[str, str]) -> str:
+    def _check_values(self, values: Mapping[str, str]) -> None:
         missing = self.placeholders - set(values)
         if missing:
             raise ConfigError(
                 f"{self.source}: placeholders {sorted(missing)} have no value "
                 f"(available: {sorted(values)})"
             )
-        return _PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), self.text)
+
+    @staticmethod
+    def _substitute(text: str, values: Mapping[str, str]) -> str:
+        return _PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), text)
+
+    def render(self, values: Mapping[str, str]) -> str:
+        """The whole template as one text (a raw prompt for base models)."""
+        self._check_values(values)
+        return self._substitute(self.text, values)
+
+    @cached_property
+    def turns(self) -> list[tuple[str, str]]:
+        """``(role, content template)`` of each chat turn the template file marks, read once
+        from the file (never from substituted text); one user turn if it marks none."""
+        if "<|im_start|>" not in self.text:
+            return [("user", self.text.strip())]
+        turns: list[tuple[str, str]] = []
+        position = 0
+        for match in _TURN.finditer(self.text):
+            between = self.text[position : match.start()]
+            if between.strip():
+                raise ConfigError(
+                    f"{self.source}: text outside a <|im_start|>...<|im_end|> turn: "
+                    f"{between.strip()[:60]!r}"
+                )
+            role = match[1]
+            if role not in _ROLES:
+                raise ConfigError(
+                    f"{self.source}: unknown chat role {role!r} (expected one of {_ROLES})"
+                )
+            turns.append((role, match[2].strip()))
+            position = match.end()
+        rest = self.text[position:]
+        if rest.strip() or not turns:
+            raise ConfigError(
+                f"{self.source}: a turn is not closed, or text follows the last turn: "
+                f"{rest.strip()[:60]!r}"
+            )
+        return turns
 
     def render_messages(self, values: Mapping[str, str]) -> list[ChatMessage]:
-        """Chat turns if the template marks them, else one user message."""
-        rendered = self.render(values)
-        turns = _TURN.findall(rendered) if "<|im_start|>" in self.text else []
-        if not turns:
-            return [ChatMessage(role="user", content=rendered.strip())]
-        return [ChatMessage(role=role, content=content.strip()) for role, content in turns]  # type: ignore[arg-type]
+        """The template's chat turns with placeholders filled inside each turn's content."""
+        self._check_values(values)
+        return [
+            ChatMessage(role=role, content=self._substitute(content, values))  # type: ignore[arg-type]
+            for role, content in self.turns
+        ]

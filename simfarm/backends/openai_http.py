@@ -7,17 +7,25 @@ theoretical request rate, ``openai.AsyncOpenAI`` 0.63-0.70 (about 1.5 ms of CPU 
 inside the SDK), and a client per request (alpaca_eval's way) 0.07. The protocol is small
 and stable; the SDK stays available as the ``openai_sdk`` backend for users who want it.
 
-Failures are classified, retried with exponential backoff and full jitter (honouring
-``Retry-After``) when they are transient (429, 5xx, timeouts, dropped connections), and
-returned as :class:`~simfarm.types.Failure` after the last attempt. The API key is read
-from the environment by name and only ever placed in the ``Authorization`` header: it never
-enters identities (cache keys), errors or logs.
+Failures are classified. Transient ones (429, 5xx, timeouts, dropped connections) are
+retried with exponential backoff and full jitter, seeded per process, honouring
+``Retry-After`` (seconds or an HTTP date), until a time budget (``retry_budget_s``, minutes)
+is spent; then they are returned as :class:`~simfarm.types.Failure`. Answers no retry can
+fix (401, 403, 404) stop the backend after a few in a row: the remaining requests fail at
+once instead of each being sent and refused. The API key is read from the environment by
+name and only ever placed in the ``Authorization`` header: it never enters identities
+(cache keys), errors or logs, and is redacted from anything a server echoes back
+(:mod:`simfarm.redaction`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
+import email.utils
 import json
+import logging
 import os
 import random
 import time
@@ -31,7 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from simfarm.backends.base import Backend, BackendSpec, PriceTable
 from simfarm.backends.prices import price_for
 from simfarm.errors import ConfigError
+from simfarm.redaction import redact, redact_url, register_secret, url_credentials
 from simfarm.types import Completion, CompletionRequest, Failure, FailureKind, TokenLogprob
+
+logger = logging.getLogger(__name__)
 
 
 class OpenAIHTTPOptions(BaseModel):
@@ -45,13 +56,22 @@ class OpenAIHTTPOptions(BaseModel):
     """Name of the environment variable holding the API key (None: send no key)."""
     max_concurrency: int = Field(default=64, ge=1)
     """Requests in flight at once (one connection each)."""
-    timeout_s: float = Field(default=120.0, gt=0)
-    """Total time allowed for one attempt."""
-    max_retries: int = Field(default=6, ge=0)
-    """Retries after the first attempt, for transient failures only."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Total time allowed for one attempt. A judge answers a few tokens to a few hundred:
+    60 s covers a slow, loaded endpoint with room to spare, while a hung connection is
+    given up (and retried) after a minute instead of two."""
+    retry_budget_s: float = Field(default=300.0, ge=0)
+    """Transient failures (429, 5xx, timeouts, dropped connections) are retried until this
+    many seconds have passed since a request's first attempt: a rate-limit outage of a few
+    minutes costs time, not items."""
+    max_retries: int | None = Field(default=None, ge=0)
+    """Optional cap on retries per request on top of ``retry_budget_s`` (None: no cap)."""
     backoff_base_s: float = Field(default=0.5, ge=0)
     """First backoff; doubles each retry (full jitter), capped by ``backoff_max_s``."""
     backoff_max_s: float = Field(default=30.0, ge=0)
+    stop_after_fatal: int = Field(default=3, ge=1)
+    """After this many consecutive answers that no retry can fix (HTTP 401, 403: the key;
+    404: the model or URL), stop sending and fail the remaining requests at once."""
     request_budget: int | None = Field(default=None, ge=0)
     """At most this many HTTP requests (attempts) per session (one ``annotate()`` call when
     no session is given), shared by every persona on the same endpoint; the rest fail with
@@ -63,16 +83,33 @@ class OpenAIHTTPOptions(BaseModel):
 
 
 _TRANSIENT_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+FATAL_STATUSES = {
+    401: "the API key was refused",
+    403: "access denied",
+    404: "model or URL not found",
+}
+"""Answers that say every further request will fail the same way."""
 
 
 class AttemptFailed(Exception):
-    """One failed attempt: its kind, whether to retry, and the server's Retry-After."""
+    """One failed attempt: its kind, whether to retry, and the server's Retry-After.
 
-    def __init__(self, kind: FailureKind, message: str, retry: bool, retry_after: float | None):
-        super().__init__(message)
+    ``fatal``: the answer says every further request will fail the same way (bad key,
+    unknown model), so the backend stops sending after a few in a row."""
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        retry: bool,
+        retry_after: float | None,
+        fatal: bool = False,
+    ):
+        super().__init__(redact(message))
         self.kind = kind
         self.retry = retry
         self.retry_after = retry_after
+        self.fatal = fatal
 
 
 class OpenAIHTTPBackend(Backend):
@@ -84,9 +121,11 @@ class OpenAIHTTPBackend(Backend):
             "api_key_env",
             "max_concurrency",
             "timeout_s",
+            "retry_budget_s",
             "max_retries",
             "backoff_base_s",
             "backoff_max_s",
+            "stop_after_fatal",
             "request_budget",
             "price",
         }
@@ -101,9 +140,19 @@ class OpenAIHTTPBackend(Backend):
         self.max_concurrency = self.options.max_concurrency
         self.price = self.options.price or price_for(model)
         self._base_url = self.options.base_url.rstrip("/")
+        self._display_url = redact_url(self._base_url)
+        user, password = url_credentials(self._base_url)
+        for credential in (user, password):
+            register_secret(credential)
+        if user is not None:  # aiohttp sends URL credentials as Basic auth: that value too
+            register_secret(base64.b64encode(f"{user}:{password or ''}".encode()).decode())
         self._session: aiohttp.ClientSession | None = None
         self._requests_sent = 0
-        self._rng = random.Random(0)
+        self._fatal_in_a_row = 0
+        self._stopped: Failure | None = None
+        # Seeded from the OS, not a constant: processes sharing one key must not retry in
+        # lockstep (a fixed seed makes every process back off by the same delays).
+        self._rng = random.Random(int.from_bytes(os.urandom(8), "little"))
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> OpenAIHTTPBackend:
@@ -125,10 +174,16 @@ class OpenAIHTTPBackend(Backend):
     def requests_sent(self) -> int:
         return self._requests_sent
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _api_key(self) -> str | None:
+        """The key from the environment variable the options name (registered as a secret)."""
         env = self.options.api_key_env
         key = os.environ.get(env) if env else None
+        register_secret(key)
+        return key or None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = self._api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -180,100 +235,198 @@ class OpenAIHTTPBackend(Backend):
         body.update(self.options.extra_body)
         return path, body
 
+    def _refusal(self, attempts: int) -> Failure | None:
+        """Why this request must not be sent (budget spent, or sending was stopped)."""
+        if self._stopped is not None:
+            return self._stopped.model_copy(update={"attempts": attempts})
+        limiter = self.limiter
+        budget = limiter.request_budget
+        if budget is not None and limiter.requests_spent >= budget:
+            return Failure(
+                kind="budget",
+                message=f"request budget of {budget} requests spent",
+                attempts=attempts,
+            )
+        return None
+
     async def _complete_one(self, request: CompletionRequest) -> Completion:
         limiter = self.limiter
         path, body = self._body(request)
         attempts = 0
-        started = time.perf_counter()
+        started = time.monotonic()
+        deadline = started + self.options.retry_budget_s
         while True:
-            budget = limiter.request_budget
-            if not limiter.try_spend():
-                return Completion(
-                    failure=Failure(
-                        kind="budget",
-                        message=f"request budget of {budget} requests spent",
-                        attempts=attempts,
-                    )
-                )
+            refusal = self._refusal(attempts)
+            if refusal is not None:
+                return Completion(failure=refusal)
             attempts += 1
-            self._requests_sent += 1
             try:
                 async with limiter.slots():
-                    data = await self._send(path, body)
-                completion = self._parse(data, request)
-                completion.latency_s = time.perf_counter() - started
+                    # Checked again inside: a request queued behind the semaphore may find
+                    # that sending stopped (or the endpoint's budget ran out) while it waited.
+                    refusal = self._refusal(attempts - 1)
+                    if refusal is not None:
+                        return Completion(failure=refusal)
+                    limiter.try_spend()  # cannot refuse: the budget was checked just above
+                    self._requests_sent += 1
+                    data, warnings = await self._send(path, body)
+                completion = self._parse(data, request, warnings)
+                completion.latency_s = time.monotonic() - started
+                self._fatal_in_a_row = 0
                 return completion
             except AttemptFailed as failed:
-                if not failed.retry or attempts > self.options.max_retries:
-                    return Completion(
-                        latency_s=time.perf_counter() - started,
-                        failure=Failure(kind=failed.kind, message=str(failed), attempts=attempts),
+                self._note_fatal(failed)
+                delay = self._backoff(attempts, failed.retry_after) if failed.retry else 0.0
+                if (
+                    not failed.retry
+                    or time.monotonic() + delay > deadline
+                    or (
+                        self.options.max_retries is not None and attempts > self.options.max_retries
                     )
-                await asyncio.sleep(self._backoff(attempts, failed.retry_after))
+                ):
+                    message = str(failed)
+                    if failed.retry:
+                        message += (
+                            f" (gave up after {attempts} attempts in "
+                            f"{time.monotonic() - started:.1f}s; retry_budget_s="
+                            f"{self.options.retry_budget_s:g})"
+                        )
+                    return Completion(
+                        latency_s=time.monotonic() - started,
+                        failure=Failure(kind=failed.kind, message=message, attempts=attempts),
+                    )
+                await asyncio.sleep(delay)
+
+    def _note_fatal(self, failed: AttemptFailed) -> None:
+        """Count answers no retry can fix; after ``stop_after_fatal`` in a row, stop."""
+        if not failed.fatal:
+            self._fatal_in_a_row = 0
+            return
+        self._fatal_in_a_row += 1
+        if self._stopped is None and self._fatal_in_a_row >= self.options.stop_after_fatal:
+            self._stopped = Failure(
+                kind=failed.kind,
+                message=(
+                    f"not sent: {self._fatal_in_a_row} requests in a row were refused in a way "
+                    f"no retry can fix, so simfarm stopped sending to {self._display_url}. "
+                    f"Last answer: {failed}"
+                ),
+            )
+            logger.error("%s", self._stopped.message)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff; a server's ``Retry-After`` is a lower bound."""
         cap = min(self.options.backoff_max_s, self.options.backoff_base_s * 2 ** (attempt - 1))
         delay = self._rng.uniform(0, cap)
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.options.backoff_max_s))
+            delay = max(delay, retry_after)
         return delay
 
-    async def _send(self, path: str, body: dict[str, Any]) -> Any:
-        """One attempt: the response JSON, or :class:`AttemptFailed` saying what went wrong."""
+    async def _send(self, path: str, body: dict[str, Any]) -> tuple[Any, list[str]]:
+        """One attempt: the response JSON and any oddities in it, or :class:`AttemptFailed`
+        saying what went wrong."""
         session = self._ensure_session()
         url = self._base_url + path
+        shown = self._display_url + path
         try:
             async with session.post(url, data=json.dumps(body)) as response:
                 status = response.status
-                text = await response.text()
+                raw = await response.read()
+                text, warnings = decode_body(raw)
                 if status == 200:
                     try:
-                        return json.loads(text)
+                        return json.loads(text), warnings
                     except json.JSONDecodeError:
                         raise AttemptFailed(
-                            "server_error", f"invalid JSON from {url}: {text[:200]!r}", True, None
+                            "server_error", f"invalid JSON from {shown}: {text[:200]!r}", True, None
                         ) from None
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-                message = f"HTTP {status} from {url}: {_error_message(text)}"
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                message = f"HTTP {status} from {shown}: {_error_message(text)}"
                 if status == 429:
                     raise AttemptFailed("rate_limit", message, True, retry_after)
                 if status >= 500 or status in _TRANSIENT_STATUSES:
                     raise AttemptFailed("server_error", message, True, retry_after)
-                raise AttemptFailed("client_error", message, False, None)
+                if status in FATAL_STATUSES:
+                    message = f"{message} ({FATAL_STATUSES[status]})"
+                raise AttemptFailed(
+                    "client_error", message, False, None, fatal=status in FATAL_STATUSES
+                )
         except TimeoutError:
             raise AttemptFailed(
-                "timeout", f"no answer from {url} within {self.options.timeout_s}s", True, None
+                "timeout",
+                f"no answer from {shown} within {self.options.timeout_s:g}s "
+                "(raise it with `timeout_s` or --timeout)",
+                True,
+                None,
             ) from None
         except aiohttp.ClientError as error:
-            # str(error) holds the URL and the OS error, never request headers.
             raise AttemptFailed(
                 "connection", f"{type(error).__name__}: {error}", True, None
             ) from None
 
-    def _parse(self, data: Any, request: CompletionRequest) -> Completion:
+    def _parse(
+        self, data: Any, request: CompletionRequest, warnings: list[str] | None = None
+    ) -> Completion:
+        warnings = list(warnings or [])
         try:
             choice = data["choices"][0]
-            usage = data.get("usage") or {}
             if request.messages is not None:
                 text = choice["message"].get("content") or ""
                 logprobs = _chat_logprobs(choice.get("logprobs"))
             else:
                 text = choice.get("text") or ""
                 logprobs = _completion_logprobs(choice.get("logprobs"))
-        except (KeyError, IndexError, TypeError, AttributeError) as error:
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as error:
             raise AttemptFailed(
                 "server_error", f"malformed response ({error!r}): {str(data)[:200]}", True, None
             ) from None
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
+        usage = data.get("usage") if isinstance(data, dict) else None
+        prompt_tokens, completion_tokens = _token_counts(usage, warnings)
+        for warning in warnings:
+            logger.warning("answer from %s kept despite: %s", self._display_url, warning)
         return Completion(
             text=text,
             logprobs=logprobs,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost_usd=self.price.cost(prompt_tokens, completion_tokens),
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
+            warnings=warnings,
         )
+
+
+def decode_body(raw: bytes) -> tuple[str, list[str]]:
+    """A response body as text. Invalid UTF-8 is replaced (U+FFFD), not fatal: the verdict
+    of a paid answer is usually readable around one bad byte. Returns the oddity too."""
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError as error:
+        return raw.decode("utf-8", errors="replace"), [
+            f"invalid UTF-8 in the response at byte {error.start}; replaced with U+FFFD"
+        ]
+
+
+def _token_counts(usage: Any, warnings: list[str]) -> tuple[int, int]:
+    """Prompt and completion tokens from ``usage``; 0 (and a warning) when malformed."""
+    if usage is None:
+        return 0, 0
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name) if isinstance(usage, dict) else None
+        if value is None:
+            counts.append(0)
+            continue
+        try:
+            count = int(value)
+            if count < 0 or isinstance(value, bool):
+                raise ValueError(value)
+        except (TypeError, ValueError):
+            warnings.append(f"malformed usage.{name} {str(value)[:40]!r}; counted as 0 tokens")
+            count = 0
+        counts.append(count)
+    if not isinstance(usage, dict):
+        warnings.append(f"malformed usage {str(usage)[:40]!r}; counted as 0 tokens")
+    return counts[0], counts[1]
 
 
 def _chat_logprobs(raw: Any) -> list[TokenLogprob] | None:
@@ -315,13 +468,22 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds: either a number of seconds or an HTTP date (RFC 9110)."""
     if value is None:
         return None
+    value = value.strip()
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date; fall back to our own backoff
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT; a naive one is read as UTC
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _error_message(text: str) -> str:

@@ -4,18 +4,25 @@ For users who want the SDK's own behaviour (Azure, its auth helpers, new endpoin
 It is off the hot path on purpose: measured here it reaches 0.63-0.70 of the request rate
 the shared-aiohttp ``openai`` backend gets (0.74-0.76 with ``DefaultAioHttpClient``, used
 when available). Retries, budget, classification and cost accounting are the ``openai``
-backend's; the SDK's own retries are switched off so the two never multiply.
+backend's (time budget, stop on repeated 401/403/404, redaction of echoed secrets); the SDK's
+own retries are switched off so the two never multiply.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import openai
 
 from simfarm.backends.base import BackendSpec
-from simfarm.backends.openai_http import AttemptFailed, OpenAIHTTPBackend, OpenAIHTTPOptions
+from simfarm.backends.openai_http import (
+    FATAL_STATUSES,
+    AttemptFailed,
+    OpenAIHTTPBackend,
+    OpenAIHTTPOptions,
+    retry_after_seconds,
+)
+from simfarm.redaction import redact
 from simfarm.types import FailureKind
 
 
@@ -32,7 +39,6 @@ class OpenAISDKBackend(OpenAIHTTPBackend):
 
     def _sdk_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            env = self.options.api_key_env
             http_client = None
             aiohttp_client = getattr(openai, "DefaultAioHttpClient", None)
             if aiohttp_client is not None:
@@ -41,7 +47,7 @@ class OpenAISDKBackend(OpenAIHTTPBackend):
                 except Exception:  # the SDK's aiohttp extra is missing: use its default
                     http_client = None
             self._client = openai.AsyncOpenAI(
-                api_key=(os.environ.get(env) if env else None) or "EMPTY",
+                api_key=self._api_key() or "EMPTY",
                 base_url=self._base_url,
                 max_retries=0,
                 timeout=self.options.timeout_s,
@@ -49,7 +55,7 @@ class OpenAISDKBackend(OpenAIHTTPBackend):
             )
         return self._client
 
-    async def _send(self, path: str, body: dict[str, Any]) -> Any:
+    async def _send(self, path: str, body: dict[str, Any]) -> tuple[Any, list[str]]:
         client = self._sdk_client()
         known = {
             "model",
@@ -74,15 +80,27 @@ class OpenAISDKBackend(OpenAIHTTPBackend):
             raise AttemptFailed("rate_limit", _describe(error), True, _retry_after(error)) from None
         except openai.APITimeoutError:
             raise AttemptFailed(
-                "timeout", f"no answer within {self.options.timeout_s}s", True, None
+                "timeout", f"no answer within {self.options.timeout_s:g}s", True, None
             ) from None
         except openai.APIConnectionError as error:
             raise AttemptFailed("connection", _describe(error), True, None) from None
         except openai.APIStatusError as error:
-            transient = error.status_code >= 500 or error.status_code in (408, 409)
+            status = error.status_code
+            transient = status >= 500 or status in (408, 409, 425)
             kind: FailureKind = "server_error" if transient else "client_error"
-            raise AttemptFailed(kind, _describe(error), transient, _retry_after(error)) from None
-        return response.model_dump()
+            message = _describe(error)
+            if status in FATAL_STATUSES:
+                message = f"{message} ({FATAL_STATUSES[status]})"
+            raise AttemptFailed(
+                kind, message, transient, _retry_after(error), fatal=status in FATAL_STATUSES
+            ) from None
+        except (ValueError, TypeError) as error:
+            # The client refuses the request itself (e.g. its HTTP layer will not combine
+            # URL credentials with the key header): every request would fail alike.
+            raise AttemptFailed(
+                "backend", f"{type(error).__name__}: {error}", False, None, fatal=True
+            ) from None
+        return response.model_dump(), []
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -94,13 +112,11 @@ class OpenAISDKBackend(OpenAIHTTPBackend):
 def _describe(error: openai.APIError) -> str:
     status = getattr(error, "status_code", None)
     prefix = f"HTTP {status}: " if status else ""
-    return f"{prefix}{type(error).__name__}: {error.message[:300]}"
+    return redact(f"{prefix}{type(error).__name__}: {error.message[:300]}")
 
 
 def _retry_after(error: openai.APIError) -> float | None:
     response = getattr(error, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after_seconds(
+        response.headers.get("retry-after") if response is not None else None
+    )

@@ -2,7 +2,12 @@
 benchmarks.
 
 It answers ``/v1/chat/completions`` and ``/v1/completions`` with rule-based judgements,
-and can inject latency, 429 (with ``Retry-After``), 500, timeouts and garbled text. Clients
+and can inject latency, 429 (with ``Retry-After``), 500, timeouts and garbled text, a
+rate-limit outage (every request 429 for the first N seconds, ``Retry-After`` in seconds or
+as an HTTP date), auth and model errors (401 whose body echoes the ``Authorization`` header,
+as some gateways do; 403; 404), and paid answers with odd bodies (invalid UTF-8, malformed
+``usage``). It records the ``Authorization`` values it saw and the requests' messages, so a
+test can check what really went over the wire (``/stats``, ``/requests``). Clients
 under test talk to it over real sockets, so retries, timeouts and connection pooling are
 exercised for real. Run it in its own process (``python -m simfarm.testing.openai_server``
 or :func:`start_server`) so its CPU does not compete with the client's event loop.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import json
 import math
 import random
@@ -52,6 +58,18 @@ class ServerConfig:
     timeout_sleep_s: float = 30.0
     """How long a 'timeout' fault stalls before answering (longer than the client waits)."""
     seed: int = 0
+    rate_limit_for_s: float = 0.0
+    """A rate-limit outage: every request in the first this-many seconds after the first
+    request is answered 429."""
+    retry_after: str = "0.05"
+    """``Retry-After`` sent with 429s: seconds, or ``date`` for an HTTP date (the outage's
+    end, rounded up to the next whole second as HTTP dates are)."""
+
+
+_MAX_RECORDED = 500
+"""Requests whose messages are kept for ``/requests`` (the first ones)."""
+_BAD_UTF8_MARK = "BAD-UTF8-HERE"
+"""Replaced by bytes that are not UTF-8 in a ``bad_utf8`` answer."""
 
 
 @dataclass
@@ -61,6 +79,11 @@ class ServerStats:
     faults: dict[str, int] = field(default_factory=dict)
     prompts: dict[str, int] = field(default_factory=dict)
     """How often each distinct prompt was requested (to count re-sent requests)."""
+    authorization: set[str] = field(default_factory=set)
+    """Distinct ``Authorization`` header values received (to check a key was really sent)."""
+    recorded: list[dict[str, Any]] = field(default_factory=list)
+    """``messages``/``prompt`` of the first requests, as the server received them."""
+    first_request_at: float | None = None
 
 
 def _prompt_text(body: dict[str, Any]) -> str:
@@ -80,6 +103,7 @@ class FakeOpenAIServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/requests", self._requests)
         app.router.add_post("/reset", self._reset)
         return app
 
@@ -92,7 +116,30 @@ class FakeOpenAIServer:
                 "distinct_prompts": len(self.stats.prompts),
                 "max_requests_per_prompt": max(self.stats.prompts.values(), default=0),
                 "resent": sum(n - 1 for n in self.stats.prompts.values()),
+                "authorization": sorted(self.stats.authorization),
             }
+        )
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.recorded)
+
+    def _rate_limited(self, now: float) -> web.Response | None:
+        """The 429 of a rate-limit outage, while it lasts."""
+        if self.stats.first_request_at is None:
+            self.stats.first_request_at = now
+        ends = self.stats.first_request_at + self.config.rate_limit_for_s
+        if now >= ends:
+            return None
+        self.stats.faults["outage"] = self.stats.faults.get("outage", 0) + 1
+        if self.config.retry_after == "date":
+            ends_wall_clock = time.time() + (ends - now)
+            retry_after = email.utils.formatdate(math.ceil(ends_wall_clock), usegmt=True)
+        else:
+            retry_after = self.config.retry_after
+        return web.json_response(
+            {"error": {"message": "Rate limit reached", "type": "rate_limit"}},
+            status=429,
+            headers={"Retry-After": retry_after},
         )
 
     async def _reset(self, request: web.Request) -> web.Response:
@@ -110,8 +157,19 @@ class FakeOpenAIServer:
     async def _handle(self, request: web.Request, chat: bool) -> web.Response:
         body = await request.json()
         self.stats.requests += 1
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            self.stats.authorization.add(authorization)
+        if len(self.stats.recorded) < _MAX_RECORDED:
+            self.stats.recorded.append(
+                {key: body[key] for key in ("messages", "prompt") if key in body}
+            )
         prompt = _prompt_text(body)
         self.stats.prompts[prompt] = self.stats.prompts.get(prompt, 0) + 1
+        if self.config.rate_limit_for_s:
+            outage = self._rate_limited(time.monotonic())
+            if outage is not None:
+                return outage
         fault = None
         if self.config.fault_rate and self._rng.random() < self.config.fault_rate:
             fault = self._rng.choice(self.config.fault_kinds)
@@ -128,6 +186,15 @@ class FakeOpenAIServer:
             return web.json_response({"error": {"message": "internal error"}}, status=500)
         if fault == "400":
             return web.json_response({"error": {"message": "bad request"}}, status=400)
+        if fault == "401":
+            # As some gateways do: the refused credential is echoed back in the body.
+            echoed = f"invalid credentials in header 'Authorization: {authorization}'"
+            return web.json_response({"error": {"message": echoed}}, status=401)
+        if fault == "403":
+            return web.json_response({"error": {"message": "forbidden"}}, status=403)
+        if fault == "404":
+            message = f"The model `{body.get('model')}` does not exist"
+            return web.json_response({"error": {"message": message}}, status=404)
         if fault == "timeout":
             await asyncio.sleep(self.config.timeout_sleep_s)
         first_wins = self._verdict_first_wins(prompt)
@@ -135,6 +202,9 @@ class FakeOpenAIServer:
         if fault == "garbled":
             text, token = "I cannot decide ¯\\_(ツ)_/¯ lorem ipsum", "I"
             tops = {"I": -0.1, "The": -2.5}
+        elif fault == "bad_utf8" and not wants_logprobs:
+            text = ("Output (a)" if first_wins else "Output (b)") + " " + _BAD_UTF8_MARK
+            token, tops = text, {text: 0.0}
         elif wants_logprobs:
             token = "m" if first_wins else "M"
             other = "M" if first_wins else "m"
@@ -143,11 +213,13 @@ class FakeOpenAIServer:
             text = "Output (a)" if first_wins else "Output (b)"
             token, tops = text, {text: 0.0}
         self.stats.completed += 1
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": max(1, len(prompt) // 4),
             "completion_tokens": max(1, len(text) // 4),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if fault == "bad_usage":
+            usage = {"prompt_tokens": "many", "completion_tokens": [1], "total_tokens": None}
         n_top = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
         top_items = sorted(tops.items(), key=lambda kv: -kv[1])[: max(n_top, 1)]
         if chat:
@@ -177,16 +249,18 @@ class FakeOpenAIServer:
                     "top_logprobs": [dict(top_items)],
                 }
             obj = "text_completion"
-        return web.json_response(
-            {
-                "id": f"fake-{self.stats.requests}",
-                "object": obj,
-                "created": int(time.time()),
-                "model": body.get("model", "fake"),
-                "choices": [choice],
-                "usage": usage,
-            }
-        )
+        answer = {
+            "id": f"fake-{self.stats.requests}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [choice],
+            "usage": usage,
+        }
+        if fault == "bad_utf8":  # a paid answer whose body is not valid UTF-8
+            payload = json.dumps(answer).encode().replace(_BAD_UTF8_MARK.encode(), b"\xe9\xff")
+            return web.Response(body=payload, content_type="application/json")
+        return web.json_response(answer)
 
     async def _chat(self, request: web.Request) -> web.Response:
         return await self._handle(request, chat=True)
@@ -221,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-kinds", default="429,500,timeout,garbled")
     parser.add_argument("--timeout-sleep", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate-limit-for", type=float, default=0.0)
+    parser.add_argument("--retry-after", default="0.05")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the fake server only listens on loopback")
@@ -231,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
         fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k),
         timeout_sleep_s=args.timeout_sleep,
         seed=args.seed,
+        rate_limit_for_s=args.rate_limit_for,
+        retry_after=args.retry_after,
     )
     asyncio.run(_serve(config, args.host, args.port))
 
@@ -247,10 +325,17 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def stats(self) -> dict[str, Any]:
+        return self._get("stats")  # type: ignore[no-any-return]
+
+    def requests(self) -> list[dict[str, Any]]:
+        """``messages``/``prompt`` of the requests received (the first 500)."""
+        return self._get("requests")  # type: ignore[no-any-return]
+
+    def _get(self, path: str) -> Any:
         from urllib.request import urlopen
 
-        with urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
+        with urlopen(f"http://127.0.0.1:{self.port}/{path}", timeout=10) as response:
+            return json.loads(response.read())
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -276,6 +361,8 @@ def start_server(
     timeout_sleep_s: float = 30.0,
     seed: int = 0,
     port: int = 0,
+    rate_limit_for_s: float = 0.0,
+    retry_after: str = "0.05",
 ) -> RunningServer:
     """Start the fake server in a child process on 127.0.0.1 and wait until it listens.
 
@@ -299,6 +386,10 @@ def start_server(
         str(seed),
         "--port",
         str(port),
+        "--rate-limit-for",
+        str(rate_limit_for_s),
+        "--retry-after",
+        retry_after,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None

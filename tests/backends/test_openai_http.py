@@ -118,12 +118,15 @@ def test_request_budget_stops_sending() -> None:
 def test_api_key_is_sent_but_never_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-test-SECRET-9f8e7d"
     monkeypatch.setenv("SIMFARM_TEST_KEY", secret)
-    with start_server(fault_rate=1.0, fault_kinds="400") as server:
+    # The server echoes the Authorization header in its 401 body, as some gateways do.
+    with start_server(fault_rate=1.0, fault_kinds="401") as server:
         backend = _backend(server.base_url, api_key_env="SIMFARM_TEST_KEY")
         result = _run(backend, [_chat()])[0]
-        assert secret not in result.model_dump_json()
-        assert secret not in repr(backend.identity())
-        assert secret not in repr(backend.options)
+        assert server.stats()["authorization"] == [f"Bearer {secret}"]
+    assert result.failure is not None and "401" in result.failure.message
+    assert secret not in result.model_dump_json()
+    assert secret not in repr(backend.identity())
+    assert secret not in repr(backend.options)
 
 
 def test_cost_uses_the_price_table() -> None:
