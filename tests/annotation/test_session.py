@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simfarm.annotation import BackendOverrides, annotate, annotate_async, load_annotator
 from simfarm.backends import Backend, BackendSpec, create_backend
 from simfarm.cache import CompletionCache
-from simfarm.execution import BackendSession
+from simfarm.execution import BackendSession, Executor, ExecutorCounters, ResultHandler
 from simfarm.testing.openai_server import start_server
 from simfarm.types import CompletionRequest, DecodingParams
 from tests.annotation.test_pairwise_run import items
@@ -154,3 +155,31 @@ def test_a_local_judge_is_built_and_loaded_once_across_calls_in_a_session() -> N
         assert len(factory.built) == 1
         assert getattr(factory.built[0], "loaded", None) is True
     assert getattr(factory.built[0], "loaded", None) is False  # closed with the session
+
+
+def test_the_run_sends_through_an_injected_executor(tmp_path: Path) -> None:
+    """The executor is a seam: the run takes a factory (a Ray one later) and the cache
+    stays with the driver."""
+    built: list[tuple[BackendSpec, Executor[Any]]] = []
+    with start_server() as server:
+        persona = load_annotator(make_persona(tmp_path, server), [tmp_path])
+
+        async def main() -> int:
+            async with BackendSession() as session:
+                in_process = session.executor_factory()
+
+                def factory(spec: BackendSpec, on_result: ResultHandler[Any]) -> Executor[Any]:
+                    executor = in_process(spec, on_result)
+                    built.append((spec, executor))
+                    return executor
+
+                with CompletionCache(tmp_path / "c.sqlite") as cache:
+                    result = await annotate_async(
+                        items(5), persona, cache=cache, executor_factory=factory
+                    )
+                    assert len(cache) == 5
+                return result.summary.requests_sent
+
+        assert asyncio.run(main()) == 5
+    assert len(built) == 1 and built[0][0].options["base_url"] == server.base_url
+    assert built[0][1].counters() == ExecutorCounters(submitted=5, finished=5, requests_sent=5)
