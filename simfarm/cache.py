@@ -14,9 +14,11 @@ Why this shape:
 - Writes go through one writer thread with its own connection, so a second process holding
   the write lock never stalls the event loop (requests keep flowing; answers queue up).
   Each answer is committed as soon as the writer reaches it (usually within milliseconds;
-  ``max_pending`` measures the worst backlog). Ctrl-C, a normal exit and :meth:`close`
-  drain the queue; a ``kill -9`` loses at most what was still queued, and the next run
-  simply asks for those again.
+  ``max_pending`` measures the worst backlog). Until then it is also in this process's
+  *journal*, a small append-only file beside the cache written the moment the answer
+  arrives (one ``write``, no lock, no fsync: it survives the process, not the OS). Ctrl-C,
+  a normal exit and :meth:`close` drain the queue; after a ``kill -9`` the next process that
+  opens the cache commits the dead process's journal, so only requests in flight are lost.
 - WAL plus a busy timeout lets several processes read and write the same file at once;
   readers never wait for a writer.
 - The file lives under the user cache dir (``$SIMFARM_CACHE_DIR``), never in the package.
@@ -28,9 +30,11 @@ import atexit
 import collections
 import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -86,6 +90,98 @@ def cache_key(
     return stable_digest(fields)
 
 
+_JOURNAL_ROTATE_BYTES = 4 << 20
+"""A journal grows while the writer lags (another process holding the lock); past this size
+new answers go to a fresh journal and the old one is deleted once all its rows are in."""
+
+
+class _Journal:
+    """One process's append-only file of answers not yet committed (``key\tcreated\tvalue``
+    lines; ``value`` is JSON, whose strings escape tabs and newlines).
+
+    The file is held under an exclusive ``flock`` for its whole life: another process that
+    can take the lock knows its owner died, and commits the rows itself. POSIX only; where
+    ``fcntl`` is missing there is no journal (a ``kill -9`` then loses what was queued).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{uuid.uuid4().hex}"
+        temporary = folder / f".{name}.tmp"
+        self.fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked before it carries a journal's name, so no scan can take it for an orphan.
+        self.path = folder / f"{name}.journal"
+        os.replace(temporary, self.path)
+        self.size = 0
+
+    @staticmethod
+    def folder_for(cache_path: Path) -> Path:
+        # Not ``<db>-journal``: that name is SQLite's own rollback journal.
+        return cache_path.with_name(cache_path.name + ".unsaved")
+
+    @staticmethod
+    def open(cache_path: Path) -> _Journal | None:
+        try:
+            return _Journal(_Journal.folder_for(cache_path))
+        except ImportError:  # no fcntl (Windows)
+            return None
+
+    def append(self, key: str, value: str, created: float) -> None:
+        line = f"{key}\t{created!r}\t{value}\n".encode()
+        os.write(self.fd, line)
+        self.size += len(line)
+
+    def clear(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.size = 0
+
+    def delete(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def orphans(cache_path: Path) -> list[tuple[Path, int]]:
+        """Journals of dead processes, each locked now by this one: (path, fd)."""
+        try:
+            import fcntl
+        except ImportError:
+            return []
+        folder = _Journal.folder_for(cache_path)
+        found = []
+        for path in sorted(folder.glob("*.journal")) if folder.is_dir() else []:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its owner is alive
+                os.close(fd)
+                continue
+            found.append((path, fd))
+        return found
+
+    @staticmethod
+    def read_rows(fd: int) -> list[tuple[str, str, float]]:
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+        rows = []
+        for line in data.decode("utf-8", errors="replace").split("\n"):
+            parts = line.split("\t", 2)
+            if len(parts) != 3:
+                continue  # the last line, cut short by the kill
+            key, created, value = parts
+            try:
+                Completion.model_validate_json(value)
+                rows.append((key, value, float(created)))
+            except ValueError:
+                continue
+        return rows
+
+
 class CompletionCache:
     """Completions by key in one SQLite file; safe across processes and threads.
 
@@ -114,6 +210,12 @@ class CompletionCache:
         a ``kill -9`` at the worst moment would have cost (they are asked for again)."""
         self._error: BaseException | None = None
         self._closed = False
+        self._journal = _Journal.open(self.path)
+        self._retired: tuple[_Journal, int] | None = None
+        """A rotated journal and how many answers had been queued when it was retired."""
+        self._recovered = self._adopt_orphans()
+        """Answers that processes which died (``kill -9``) received but never committed:
+        served from memory until the writer has committed them here."""
         self._writer = threading.Thread(
             target=self._write_loop, name=f"simfarm-cache-writer:{self.path.name}", daemon=True
         )
@@ -123,6 +225,8 @@ class CompletionCache:
         atexit.register(self._at_exit)
 
     def get(self, key: str) -> Completion | None:
+        if key in self._recovered:
+            return _load(self._recovered[key])
         row = self._db.execute("SELECT value FROM completions WHERE key = ?", (key,)).fetchone()
         return _load(row[0]) if row else None
 
@@ -130,6 +234,9 @@ class CompletionCache:
         """Look up many keys at once (chunked under SQLite's parameter limit)."""
         unique = list(dict.fromkeys(keys))
         found: dict[str, Completion] = {}
+        if self._recovered:
+            found = {k: _load(self._recovered[k]) for k in unique if k in self._recovered}
+            unique = [k for k in unique if k not in found]
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -151,13 +258,36 @@ class CompletionCache:
             raise RuntimeError(f"the cache {self.path} is closed")
         # Serialised here, not in the writer: the writer thread then hardly ever holds the
         # GIL (SQLite releases it), so it never stalls the event loop.
-        row = (key, completion.model_dump_json(exclude={"cached"}), time.time())
+        self._enqueue((key, completion.model_dump_json(exclude={"cached"}), time.time()))
+
+    def _enqueue(self, row: tuple[str, str, float]) -> None:
         with self._state:
+            if self._journal is not None:
+                self._journal.append(*row)
             self._enqueued += 1
             self.max_pending = max(self.max_pending, self._enqueued - self._committed)
-        self._rows.append(row)
+            self._rows.append(row)
         if self._writer_idle:
             self._wake.set()
+
+    @property
+    def recovered(self) -> int:
+        """How many answers this cache took over from the journals of dead processes."""
+        return len(self._recovered)
+
+    def _adopt_orphans(self) -> dict[str, str]:
+        """Queue the rows of dead processes' journals (into this process's journal first,
+        so they stay safe if this one dies too), then delete those journals."""
+        adopted: dict[str, str] = {}
+        for path, fd in _Journal.orphans(self.path):
+            try:
+                for row in _Journal.read_rows(fd):
+                    self._enqueue(row)
+                    adopted[row[0]] = row[1]
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return adopted
 
     @property
     def pending(self) -> int:
@@ -224,9 +354,32 @@ class CompletionCache:
                         self._error = error
                 with self._state:
                     self._committed += len(batch)
+                    if self._error is None:
+                        self._trim_journal()
                     self._state.notify_all()
         finally:
             db.close()
+            with self._state:
+                if self._error is None and self._committed == self._enqueued:
+                    for journal in (self._journal, self._retired and self._retired[0]):
+                        if journal:
+                            journal.delete()
+                    self._journal = self._retired = None
+
+    def _trim_journal(self) -> None:
+        """Called under ``_state`` after a commit: drop journal rows now in the database."""
+        if self._retired is not None and self._committed >= self._retired[1]:
+            self._retired[0].delete()
+            self._retired = None
+        journal = self._journal
+        if journal is None:
+            return
+        if self._committed == self._enqueued:
+            if journal.size:
+                journal.clear()
+        elif journal.size > _JOURNAL_ROTATE_BYTES and self._retired is None:
+            self._retired = (journal, self._enqueued)
+            self._journal = _Journal.open(self.path)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +157,35 @@ def test_several_processes_write_at_once(tmp_path: Path) -> None:
     with CompletionCache(path) as cache:
         assert len(cache) == 1200
         assert cache.get("3-299") is not None and cache.get("3-299").text == "3:299"
+
+
+KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+from simfarm.cache import CompletionCache
+from simfarm.types import Completion
+cache = CompletionCache(Path(sys.argv[1]))
+for i in range(50):
+    cache.put(f"k{i}", Completion(text=f"answer {i}"))
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_answers_queued_at_a_kill_9_are_committed_by_the_next_process(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    CompletionCache(path).close()
+    # Another process holds the write lock, so nothing the victim queues can be committed
+    # before it is killed: only its journal has the answers.
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    victim = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], check=False)
+    assert victim.returncode == -signal.SIGKILL
+    holder.execute("ROLLBACK")
+    holder.close()
+    with CompletionCache(path) as cache:
+        assert cache.recovered == 50
+        seven = cache.get("k7")  # served at once, before the writer has committed it
+        assert seven is not None and seven.text == "answer 7" and seven.cached
+    with CompletionCache(path) as cache:
+        assert len(cache) == 50 and cache.recovered == 0
+    assert not list((tmp_path / "c.sqlite.unsaved").iterdir())
