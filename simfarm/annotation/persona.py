@@ -69,7 +69,9 @@ class PairwisePersona(BaseModel):
     """Judge every pair in both orders; the preference is the mean and
     ``position_consistent`` records whether the two verdicts agreed."""
     max_parse_attempts: int = Field(3, ge=1)
-    """Attempts per item when the judge's answer cannot be parsed."""
+    """Attempts per request when the judge's answer cannot be parsed. Greedy decoding
+    (temperature 0) stops after 2 (one identical re-send: a garbled transport); sampled
+    decoding draws a new sample per attempt."""
     measured_agreement: MeasuredAgreement | None = None
     """Human agreement measured for this persona (see :class:`MeasuredAgreement`)."""
     label_noise: float = Field(0.0, ge=0.0, le=0.5)
