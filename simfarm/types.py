@@ -25,6 +25,7 @@ FailureKind = Literal[
     "parse",  # the judge answered, but no verdict could be read from it
     "backend",  # any other backend failure (a local model raised, ...)
     "input",  # the item itself is unusable (e.g. a missing output)
+    "worker",  # the workers sending it kept dying (e.g. Ray actors killed)
 ]
 
 

@@ -493,6 +493,7 @@ def annotate(
     progress: ProgressCallback | None = None,
     samples: int = 1,
     session: BackendSession | None = None,
+    executor_factory: ExecutorFactory | None = None,
 ) -> AnnotationResult[PairwiseAnnotation, AnnotationSummary]: ...
 
 
@@ -508,6 +509,7 @@ def annotate(
     progress: ProgressCallback | None = None,
     samples: int = 1,
     session: BackendSession | None = None,
+    executor_factory: ExecutorFactory | None = None,
 ) -> AnnotationResult[RecordT, SummaryT]: ...
 
 
@@ -522,6 +524,7 @@ def annotate(
     progress: ProgressCallback | None = None,
     samples: int = 1,
     session: BackendSession | None = None,
+    executor_factory: ExecutorFactory | None = None,
 ) -> AnnotationResult[Any, Any]:
     """Synchronous entry point: load the annotator by id if needed, run, close the cache.
 
@@ -529,6 +532,8 @@ def annotate(
     loop (its backends stay loaded for the next call). Without one, runs here, or in a
     worker thread when this thread already runs an event loop (a notebook cell, an async
     trainer calling synchronous code): use :func:`annotate_async` there to stay on it.
+    ``executor_factory`` sends the requests another way (e.g.
+    :meth:`~simfarm.execution.ray_executor.RayRuntime.executor_factory`).
     """
     loaded = load_annotator(annotator, annotators_dirs) if isinstance(annotator, str) else annotator
     cache = CompletionCache(cache_path) if use_cache else None
@@ -541,6 +546,7 @@ def annotate(
             progress=progress,
             samples=samples,
             session=session,
+            executor_factory=executor_factory,
         )
         if session is not None:
             return session.run(coroutine)

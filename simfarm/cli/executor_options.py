@@ -1,0 +1,85 @@
+"""The ``--executor`` options commands share: in-process (default) or Ray actors.
+
+Ray is imported only when ``--executor ray`` is given: starting it costs seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from simfarm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from simfarm.execution import ExecutorFactory
+    from simfarm.execution.ray_executor import RayRuntime
+
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        help="Where requests are sent from: 'local' (this process) or 'ray' (Ray actors: a "
+        "local loopback-only runtime, or the cluster at --ray-address / RAY_ADDRESS)."
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster to run on (default: RAY_ADDRESS, else a local runtime)."),
+]
+RayActorsOption = Annotated[
+    int, typer.Option(min=1, help="Ray actors per backend, each with its own client or model.")
+]
+RayInFlightOption = Annotated[
+    int, typer.Option(min=1, help="Requests (chunks) in flight per Ray actor.")
+]
+RayNumCpusOption = Annotated[
+    float | None,
+    typer.Option(help="CPUs each Ray actor reserves (default: 0.1 for HTTP, 1 for local models)."),
+]
+RayNumGpusOption = Annotated[float, typer.Option(help="GPUs each Ray actor reserves.")]
+RequestsPerMinuteOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Requests per minute for all Ray actors together (one budget in the driver).",
+    ),
+]
+
+
+@contextlib.contextmanager
+def executor_factory_for(
+    executor: str,
+    *,
+    address: str | None,
+    actors: int,
+    in_flight: int,
+    num_cpus: float | None,
+    num_gpus: float,
+    requests_per_minute: int | None,
+) -> Iterator[tuple[ExecutorFactory | None, RayRuntime | None]]:
+    """``(factory, runtime)``: ``(None, None)`` for in-process runs (the run's default)."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
+    if executor == "local":
+        if requests_per_minute is not None:
+            raise ConfigError("--requests-per-minute needs --executor ray")
+        yield None, None
+        return
+    from simfarm.execution.rate import RequestRateSpec
+    from simfarm.execution.ray_executor import RayExecutorOptions, RayRuntime
+
+    options = RayExecutorOptions(
+        actors=actors,
+        in_flight=in_flight,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        request_rate=(
+            RequestRateSpec(max_requests=requests_per_minute, window_s=60.0)
+            if requests_per_minute
+            else None
+        ),
+    )
+    with RayRuntime(address=address) as runtime:
+        yield runtime.executor_factory(options), runtime
