@@ -75,7 +75,14 @@ def test_sync_session_reuses_backends_across_calls_and_threads(tmp_path: Path) -
                 return again.summary.requests_sent
 
             assert asyncio.run(from_async_code()) == 2  # items 3 and 4 are new
-        assert server.stats()["requests"] == 5
+
+            async def awaited_from_another_loop() -> int:
+                persona = load_annotator(name, [tmp_path])
+                again = await annotate_async(items(6), persona, session=session)
+                return again.summary.requests_sent
+
+            assert asyncio.run(awaited_from_another_loop()) == 6  # no cache given: all sent
+        assert server.stats()["requests"] == 11
     assert len(factory.built) == 1
 
 
