@@ -367,8 +367,10 @@ class _AnnotationRun:
         for other in waiting:
             unit = other.unit
             other_reading = unit.judge.read(unit.item, other.planned, shared)
-            if other_reading.failure is None and key not in self.answered:
-                self._remember(key, completion)
+            if other_reading.failure is None:
+                self.cache_hits += 1  # answered without a request of its own
+                if key not in self.answered:
+                    self._remember(key, completion)
             self._accept(other, other_reading, follow)
 
     def _remember(self, key: str, completion: Completion) -> None:
