@@ -37,6 +37,7 @@ def quickstart(
 ) -> None:
     """Run the main job offline: simulated pairwise feedback and a leaderboard."""
     from simfarm.annotation import annotate, load_annotator
+    from simfarm.annotation.loader import measured_agreement_note
     from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import load_model_outputs, pair_outputs, write_records
     from simfarm.evaluation.leaderboard import build_leaderboard, write_leaderboard
@@ -63,7 +64,10 @@ def quickstart(
             by_model = defaultdict(list)
             for annotation in result.annotations:
                 by_model[annotation.generator_2].append(annotation)
-            board, _ = build_leaderboard(by_model, length_controlled=False)
+            note = measured_agreement_note(loaded)
+            board, _ = build_leaderboard(
+                by_model, length_controlled=False, judge_agreement=[note] if note else []
+            )
             write_leaderboard(board, out / judge)
             plot_leaderboard(board, out / judge / "leaderboard.png")
             boards[judge] = (board, result)
