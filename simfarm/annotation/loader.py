@@ -19,6 +19,7 @@ from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PairwisePer
 from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
+from simfarm.textfiles import read_text
 
 _SPEC_ADAPTER: TypeAdapter[PairwisePersona | AnnotatorPool] = TypeAdapter(AnnotatorSpec)
 
@@ -67,7 +68,7 @@ def iter_annotator_files(dirs: list[Path] | None = None) -> list[Path]:
 def read_spec(path: Path) -> PairwisePersona | AnnotatorPool:
     """Parse and validate one file; every problem is reported with file and field."""
     try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw: Any = yaml.safe_load(read_text(path))
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read YAML: {error}") from error
     if not isinstance(raw, dict):

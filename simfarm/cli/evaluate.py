@@ -17,6 +17,7 @@ from simfarm.cli.common import (
     BadRecordOption,
     console,
     err_console,
+    exit_if_failed,
     fail,
     num,
     print_issues,
@@ -89,6 +90,7 @@ def evaluate(
     from simfarm.cli.progress import runs_progress
     from simfarm.evaluation.difficulty import DIFFICULTY_METHODS, load_difficulty
     from simfarm.evaluation.run_evaluation import (
+        failed_annotations,
         from_annotation_files,
         from_model_outputs,
         write_evaluation,
@@ -128,6 +130,11 @@ def evaluate(
         print_issues(inputs.issues, policy, "the inputs")
         for note in inputs.notes:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        # Judged here and failed: a rerun resumes them (annotation files are what they are).
+        failed = failed_annotations(inputs) if model_outputs else []
+        n_judged = sum(len(a) for a in inputs.annotations.values())
+        if failed and len(failed) == n_judged:  # nothing judged: no leaderboard to write
+            exit_if_failed([a.failure for a in failed], n_judged)
         leaderboard, paths = write_evaluation(
             inputs,
             out,
@@ -138,8 +145,12 @@ def evaluate(
         )
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
-    if quiet:
-        return
+    if not quiet:
+        _print_leaderboard(leaderboard, paths, out)
+    exit_if_failed([a.failure for a in failed], n_judged)
+
+
+def _print_leaderboard(leaderboard: Any, paths: dict[str, Path], out: Path) -> None:
     table = Table(title=f"Leaderboard (reference: {leaderboard.reference})")
     for column in (
         "model",

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simfarm.cli.common import console, err_console, fail
+from simfarm.cli.common import console, err_console, exit_if_failed, fail
 from simfarm.errors import SimfarmError
 from simfarm.paths import bundled_data_dir
 
@@ -74,6 +74,8 @@ def quickstart(
     except SimfarmError as error:
         raise fail(error) from None
     _print(boards, persona, out)
+    failures = [a.failure for _, result in boards.values() for a in result.annotations if a.failure]
+    exit_if_failed(failures, sum(len(result.annotations) for _, result in boards.values()))
 
 
 def _print(boards: dict, persona: str, out: Path) -> None:
