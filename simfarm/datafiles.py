@@ -13,11 +13,13 @@ Outputs: ``.jsonl`` (one JSON object per line), ``.json`` (an array, alpaca_eval
 
 from __future__ import annotations
 
+import glob
+import io
 import json
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,15 @@ from pydantic import BaseModel, ConfigDict
 
 from simfarm.errors import ConfigError
 from simfarm.record_checks import BadRecordPolicy, RecordChecker, RecordIssue, raise_or_warn
+from simfarm.textfiles import (
+    NotAnArray,
+    data_stem,
+    data_suffix,
+    iter_json_array,
+    iter_json_lines,
+    open_binary,
+    read_text,
+)
 from simfarm.types import PairwiseItem
 
 
@@ -40,45 +51,66 @@ class ModelOutput(BaseModel):
     input: str = ""
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Raw records from a JSON/JSONL/Parquet/CSV file or a ``datasets`` folder."""
+def read_records(path: Path) -> list[Any]:
+    """Raw records from a JSON/JSONL/Parquet/CSV file (``.gz`` too) or a ``datasets`` folder."""
+    return list(iter_records(path))
+
+
+def iter_records(path: Path) -> Iterator[Any]:
+    """Raw records one at a time: JSON Lines and JSON arrays are streamed, so a large file
+    costs one copy of its records, not its whole text beside them. Files may be gzipped
+    (``outputs.jsonl.gz``); bytes that are not UTF-8 are reported with file and offset."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_hf_dataset(path)
-    suffix = path.suffix.lower()
+        yield from _read_hf_dataset(path)
+        return
+    suffix = data_suffix(path)
     if suffix == ".jsonl":
-        records = []
-        with path.open(encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ConfigError(f"{path}: line {line_no}: invalid JSON: {error}") from None
-        return records
-    if suffix == ".json":
+        yield from iter_json_lines(path)
+    elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}: invalid JSON: {error}") from None
-        if isinstance(data, dict):
-            # Column-oriented JSON ({"instruction": [...], ...}), as pandas writes it.
-            if all(isinstance(v, list) for v in data.values()):
-                n = len(next(iter(data.values()), []))
-                return [{k: v[i] for k, v in data.items()} for i in range(n)]
-            raise ConfigError(f"{path}: expected a JSON array of records")
-        if not isinstance(data, list):
-            raise ConfigError(f"{path}: expected a JSON array of records")
-        return data
-    if suffix in (".parquet", ".csv"):
+            yield from iter_json_array(path)
+        except NotAnArray:
+            yield from _read_json_columns(path)
+    elif suffix == ".csv":
         import pandas as pd
 
-        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
-        return frame.to_dict(orient="records")  # type: ignore[return-value]
-    raise ConfigError(f"{path}: unsupported format {suffix!r} (use .json, .jsonl, .parquet, .csv)")
+        yield from pd.read_csv(io.StringIO(read_text(path))).to_dict(orient="records")
+    elif suffix == ".parquet":
+        yield from _read_parquet(path)
+    else:
+        raise ConfigError(
+            f"{path}: unsupported format {suffix!r} "
+            "(use .json, .jsonl, .parquet, .csv, optionally gzipped: .jsonl.gz)"
+        )
+
+
+def _read_json_columns(path: Path) -> list[dict[str, Any]]:
+    """Column-oriented JSON (``{"instruction": [...], ...}``), as pandas writes it."""
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: invalid JSON: {error}") from None
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        n = len(next(iter(data.values()), []))
+        return [{k: v[i] for k, v in data.items()} for i in range(n)]
+    raise ConfigError(f"{path}: expected a JSON array of records")
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    try:
+        if path.name.lower().endswith(".gz"):
+            with open_binary(path) as handle:
+                frame = pd.read_parquet(io.BytesIO(handle.read()))
+        else:
+            frame = pd.read_parquet(path)
+    except (ValueError, OSError) as error:  # pyarrow's errors derive from these
+        raise ConfigError(f"{path}: cannot read Parquet: {error}") from None
+    return frame.to_dict(orient="records")  # type: ignore[return-value]
 
 
 def _read_hf_dataset(path: Path) -> list[dict[str, Any]]:
@@ -113,10 +145,15 @@ class OutputsFile:
 
 def read_source(source: str | Path) -> list[Any]:
     """Raw records of a local file/folder, or of ``hf:<repo>[:<config>][@<split>]``."""
+    return list(iter_source(source))
+
+
+def iter_source(source: str | Path) -> Iterator[Any]:
+    """Like :func:`read_source`, one record at a time (local files are streamed)."""
     text = str(source)
     if text.startswith("hf:"):
-        return _read_hub(text[3:])
-    return read_records(Path(text))
+        return iter(_read_hub(text[3:]))
+    return iter_records(Path(text))
 
 
 def _read_hub(spec: str) -> list[dict[str, Any]]:
@@ -139,9 +176,9 @@ def load_model_outputs(
 ) -> OutputsFile:
     """alpaca_eval-style outputs (``instruction``, ``output``, ``generator``, ``input``)."""
     label = str(source)
-    records = read_source(source)
+    records = iter_source(source)
     checker = RecordChecker(label, policy)
-    generator = default_generator or Path(label.removeprefix("hf:")).stem
+    generator = default_generator or data_stem(Path(label.removeprefix("hf:")))
     outputs: list[ModelOutput] = []
     for index, record in checker.objects(records):
         values = {
@@ -192,13 +229,34 @@ def pair_outputs(
     return pairs, unpaired
 
 
+def check_pairing(
+    pairs: Sequence[PairwiseItem],
+    model_source: str,
+    n_model: int,
+    reference_source: str,
+    n_reference: int,
+) -> None:
+    """Refuse an empty pairing before anything is sent, naming the files and why."""
+    if pairs:
+        return
+    if n_reference == 0:
+        raise ConfigError(f"{reference_source}: the reference file holds no outputs")
+    if n_model == 0:
+        raise ConfigError(f"{model_source}: the model-outputs file holds no outputs")
+    raise ConfigError(
+        f"{model_source} ({n_model} outputs) and {reference_source} ({n_reference} outputs) "
+        "have no instruction (and input) in common, so there is nothing to judge; "
+        "check that both files answer the same instruction set"
+    )
+
+
 def load_pairs(
     source: str | Path, policy: BadRecordPolicy = "coerce", warn: bool = True
 ) -> PairsFile:
     """A pairs file: records with ``instruction``, ``output_1``, ``output_2`` (+ optional
     ``input``, ``generator_1``, ``generator_2``, ``item_id``); other fields are ignored."""
     label = str(source)
-    records = read_source(source)
+    records = iter_source(source)
     checker = RecordChecker(label, policy)
     pairs: list[PairwiseItem] = []
     for index, record in checker.objects(records):
@@ -228,34 +286,76 @@ class PairsFile:
 
 
 def write_records(path: Path, records: Iterable[BaseModel]) -> None:
-    """Write ``.jsonl`` / ``.json`` / ``.parquet`` atomically (temp file + rename)."""
+    """Write ``.jsonl`` / ``.json`` / ``.parquet`` atomically (temp file + rename).
+
+    The temporary file is named after the output and the writing process
+    (``.<name>.<pid>.<random>.tmp``), so a writer killed mid-write (``kill -9``) leaves a
+    file the next write of the same output recognises and removes once that process is gone.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [r.model_dump(mode="json") for r in records]
     suffix = path.suffix.lower()
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if suffix not in (".jsonl", ".json", ".parquet"):
+        raise ConfigError(f"{path}: unsupported output format {suffix!r} (.jsonl/.json/.parquet)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
+    handle, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     os.close(handle)
     tmp = Path(tmp_name)
     try:
+        rows = (r.model_dump(mode="json") for r in records)
         if suffix == ".jsonl":
             with tmp.open("w", encoding="utf-8") as out:
                 for row in rows:
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
         elif suffix == ".json":
-            tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
-        elif suffix == ".parquet":
+            with tmp.open("w", encoding="utf-8") as out:
+                out.write("[")
+                for index, row in enumerate(rows):
+                    out.write(",\n " if index else "\n ")
+                    out.write(json.dumps(row, ensure_ascii=False, indent=1).replace("\n", "\n "))
+                out.write("\n]" if out.tell() > 1 else "]")
+        else:
             import pandas as pd
 
-            frame = pd.DataFrame(rows)
+            frame = pd.DataFrame(list(rows))
             if "failure" in frame:
                 frame["failure"] = frame["failure"].map(
                     lambda f: json.dumps(f) if f is not None else None
                 )
             frame.to_parquet(tmp, index=False)
-        else:
-            raise ConfigError(
-                f"{path}: unsupported output format {suffix!r} (.jsonl/.json/.parquet)"
-            )
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove temporary files of ``path`` left by writers that no longer run.
+
+    Only files named by :func:`write_records` (``.<name>.<pid>.<random>.tmp``) whose process
+    is gone are removed; a live writer's file, or anything else, is left alone."""
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except FileNotFoundError:
+            continue  # another run cleaned it first
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

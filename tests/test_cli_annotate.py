@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simfarm.cli import app
+from simfarm.cli.common import EXIT_ITEMS_FAILED
 from simfarm.testing.openai_server import start_server
 from tests.server_personas import make_persona
 
@@ -224,7 +225,9 @@ def test_request_budget_then_resume(tmp_path: Path) -> None:
         limited = runner.invoke(
             app, [*base, "--max-requests", "50", "--out", str(tmp_path / "a.jsonl")]
         )
-        assert limited.exit_code == 0, limited.output
+        # Items left failed: a non-zero exit that says how to resume.
+        assert limited.exit_code == EXIT_ITEMS_FAILED, limited.output
+        assert "70 of 120 pairs failed (budget: 70)" in limited.output
         first = read_jsonl(tmp_path / "a.jsonl")
         assert sum(a["preference"] is not None for a in first) == 50
         assert {a["failure"]["kind"] for a in first if a["failure"]} == {"budget"}
@@ -275,9 +278,12 @@ def test_api_key_never_reaches_output_cache_or_logs(tmp_path: Path) -> None:
     secret = "sk-live-DO-NOT-LEAK-12345"
     pairs = _pairs_file(tmp_path / "pairs.jsonl", 40)
     cache = tmp_path / "cache.sqlite"
-    with start_server(fault_rate=0.5, fault_kinds="400,500") as server:
+    # The server echoes the Authorization header in its 401 bodies, as some gateways do.
+    with start_server(fault_rate=0.5, fault_kinds="401,500") as server:
         name = make_persona(
-            tmp_path, server, options={"api_key_env": "MY_JUDGE_KEY", "max_retries": 0}
+            tmp_path,
+            server,
+            options={"api_key_env": "MY_JUDGE_KEY", "max_retries": 0, "stop_after_fatal": 1000},
         )
         process = simfarm_cli(
             *_persona_args(name, tmp_path, pairs, "--out", str(tmp_path / "o.jsonl")),
@@ -286,12 +292,14 @@ def test_api_key_never_reaches_output_cache_or_logs(tmp_path: Path) -> None:
             env={"MY_JUDGE_KEY": secret},
         )
         stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    assert "client_error" in (tmp_path / "o.jsonl").read_text()
+        assert server.stats()["authorization"] == [f"Bearer {secret}"]
+    assert process.returncode == EXIT_ITEMS_FAILED, stderr
+    assert "HTTP 401" in (tmp_path / "o.jsonl").read_text()
     for blob in (stdout, stderr, (tmp_path / "o.jsonl").read_text()):
         assert secret not in blob
-    for path in tmp_path.glob("cache.sqlite*"):
-        assert secret.encode() not in path.read_bytes()
+    for path in tmp_path.glob("cache.sqlite*"):  # the database, its WAL, its journals
+        for file in [path] if path.is_file() else list(path.iterdir()):
+            assert secret.encode() not in file.read_bytes()
 
 
 def test_pool_assigns_members_and_records_them(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PairwisePer
 from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
+from simfarm.textfiles import read_text
 
 _SPEC_ADAPTER: TypeAdapter[PairwisePersona | AnnotatorPool] = TypeAdapter(AnnotatorSpec)
 
@@ -67,7 +68,7 @@ def iter_annotator_files(dirs: list[Path] | None = None) -> list[Path]:
 def read_spec(path: Path) -> PairwisePersona | AnnotatorPool:
     """Parse and validate one file; every problem is reported with file and field."""
     try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw: Any = yaml.safe_load(read_text(path))
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read YAML: {error}") from error
     if not isinstance(raw, dict):
@@ -143,14 +144,15 @@ def annotator_json_schema() -> dict[str, Any]:
     return schema
 
 
-def measured_agreement_note(annotator_id: str, dirs: list[Path] | None = None) -> str | None:
-    """One line stating a persona's measured human agreement, for printing beside any
-    leaderboard it produced; None when the id is not a local persona or has no measurement."""
-    try:
-        loaded = load_annotator(annotator_id, dirs)
-    except ConfigError:
-        return None
-    personas = [loaded] if isinstance(loaded, LoadedPersona) else [m for m, _ in loaded.members]
+def measured_agreement_note(annotator: LoadedPersona | LoadedPool) -> str | None:
+    """One line stating a loaded persona's (or each pool member's) measured human agreement,
+    for printing beside any leaderboard it produced; None when nothing was measured.
+
+    Takes the annotator the caller loaded (from its own search path), never an id to look up:
+    the same id elsewhere on the default path may be another persona."""
+    personas = (
+        [annotator] if isinstance(annotator, LoadedPersona) else [m for m, _ in annotator.members]
+    )
     notes = []
     for persona in personas:
         measured = persona.spec.measured_agreement

@@ -367,8 +367,10 @@ class _AnnotationRun:
         for other in waiting:
             unit = other.unit
             other_reading = unit.judge.read(unit.item, other.planned, shared)
-            if other_reading.failure is None and key not in self.answered:
-                self._remember(key, completion)
+            if other_reading.failure is None:
+                self.cache_hits += 1  # answered without a request of its own
+                if key not in self.answered:
+                    self._remember(key, completion)
             self._accept(other, other_reading, follow)
 
     def _remember(self, key: str, completion: Completion) -> None:
@@ -447,6 +449,20 @@ async def annotate_async(
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
+    if session is not None and not session.on_own_loop():
+        # A `with` session's backends live on its own loop: run there, await it here.
+        return await session.run_async(
+            annotate_async(
+                items,
+                annotator,  # type: ignore[arg-type]
+                cache=cache,
+                backend_overrides=backend_overrides,
+                progress=progress,
+                samples=samples,
+                session=session,
+                executor_factory=executor_factory,
+            )
+        )
     if isinstance(annotator, LoadedPersona | LoadedPool):
         annotator = judges_for(annotator)
     if isinstance(annotator, JudgePool):

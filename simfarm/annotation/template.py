@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 from simfarm.errors import ConfigError
+from simfarm.textfiles import read_text
 from simfarm.types import ChatMessage
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -42,9 +43,9 @@ class PromptTemplate:
     @classmethod
     def from_file(cls, path: Path) -> PromptTemplate:
         try:
-            return cls(path.read_text(encoding="utf-8"), str(path))
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read prompt template: {error}") from error
+            return cls(read_text(path), str(path))
+        except ConfigError as error:
+            raise ConfigError(f"cannot read prompt template: {error}") from error
 
     @cached_property
     def digest(self) -> str:

@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simfarm.cli.common import AnnotatorsDirs, console, err_console, fail
+from simfarm.cli.common import (
+    AnnotatorsDirs,
+    RetryBudgetOption,
+    TimeoutOption,
+    console,
+    err_console,
+    exit_if_failed,
+    fail,
+)
 from simfarm.cli.executor_options import (
     ExecutorOption,
     RayActorsOption,
@@ -52,6 +60,8 @@ def annotate(
     max_requests: Annotated[
         int | None, typer.Option(help="Request budget for this run (openai backend).")
     ] = None,
+    timeout: TimeoutOption = None,
+    retry_budget: RetryBudgetOption = None,
     limit: Annotated[int | None, typer.Option(help="Annotate only the first N pairs.")] = None,
     both_orders: Annotated[
         bool,
@@ -84,7 +94,13 @@ def annotate(
     from simfarm.annotation import BackendOverrides, load_annotator, with_both_orders
     from simfarm.annotation import annotate as run_annotation
     from simfarm.cli.progress import annotation_progress
-    from simfarm.datafiles import load_model_outputs, load_pairs, pair_outputs, write_records
+    from simfarm.datafiles import (
+        check_pairing,
+        load_model_outputs,
+        load_pairs,
+        pair_outputs,
+        write_records,
+    )
     from simfarm.record_checks import (
         RecordIssue,
         check_policy,
@@ -100,11 +116,20 @@ def annotate(
                 raise SimfarmError("give either --pairs or --model-outputs/--reference-outputs")
             loaded_pairs = load_pairs(pairs, policy, warn=False)
             items, issues = loaded_pairs.pairs, loaded_pairs.issues
+            if not items:
+                raise SimfarmError(f"{pairs}: no pairs to annotate")
         elif model_outputs is not None and reference_outputs is not None:
             model_file = load_model_outputs(model_outputs, policy, warn=False)
             reference_file = load_model_outputs(reference_outputs, policy, warn=False)
             issues = [*model_file.issues, *reference_file.issues]
             items, unpaired = pair_outputs(model_file.outputs, reference_file.outputs)
+            check_pairing(
+                items,
+                model_outputs,
+                len(model_file.outputs),
+                reference_outputs,
+                len(reference_file.outputs),
+            )
             if unpaired:
                 err_console.print(
                     f"[yellow]warning:[/] {len(unpaired)} instruction(s) of {model_outputs} have "
@@ -124,6 +149,10 @@ def annotate(
             options["base_url"] = base_url
         if max_requests is not None:
             options["request_budget"] = max_requests
+        if timeout is not None:
+            options["timeout_s"] = timeout
+        if retry_budget is not None:
+            options["retry_budget_s"] = retry_budget
         overrides = BackendOverrides(model=model, options=options)
         with (
             executor_factory_for(
@@ -159,6 +188,7 @@ def annotate(
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
     _print_summary(result.summary, out, ray_stats)
+    exit_if_failed([a.failure for a in result.annotations if a.failure], len(result.annotations))
 
 
 def _print_summary(

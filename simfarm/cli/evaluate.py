@@ -7,7 +7,7 @@ command, so ``simfarm --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +17,7 @@ from simfarm.cli.common import (
     BadRecordOption,
     console,
     err_console,
+    exit_if_failed,
     fail,
     num,
     print_issues,
@@ -89,6 +90,7 @@ def evaluate(
     from simfarm.cli.progress import runs_progress
     from simfarm.evaluation.difficulty import DIFFICULTY_METHODS, load_difficulty
     from simfarm.evaluation.run_evaluation import (
+        failed_annotations,
         from_annotation_files,
         from_model_outputs,
         write_evaluation,
@@ -104,6 +106,7 @@ def evaluate(
             raise SimfarmError("give --annotations or --model-outputs, not both")
         if annotations:
             inputs = from_annotation_files([*annotations, *extra], policy)
+            inputs.judge_agreement = _named_judges_agreement(inputs.annotations, annotators_dir)
         elif model_outputs:
             if reference_outputs is None or annotator is None:
                 raise SimfarmError("--model-outputs needs --reference-outputs and --annotator")
@@ -127,6 +130,11 @@ def evaluate(
         print_issues(inputs.issues, policy, "the inputs")
         for note in inputs.notes:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        # Judged here and failed: a rerun resumes them (annotation files are what they are).
+        failed = failed_annotations(inputs) if model_outputs else []
+        n_judged = sum(len(a) for a in inputs.annotations.values())
+        if failed and len(failed) == n_judged:  # nothing judged: no leaderboard to write
+            exit_if_failed([a.failure for a in failed], n_judged)
         leaderboard, paths = write_evaluation(
             inputs,
             out,
@@ -137,8 +145,12 @@ def evaluate(
         )
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
-    if quiet:
-        return
+    if not quiet:
+        _print_leaderboard(leaderboard, paths, out)
+    exit_if_failed([a.failure for a in failed], n_judged)
+
+
+def _print_leaderboard(leaderboard: Any, paths: dict[str, Path], out: Path) -> None:
     table = Table(title=f"Leaderboard (reference: {leaderboard.reference})")
     for column in (
         "model",
@@ -168,3 +180,21 @@ def evaluate(
     for note in leaderboard.judge_agreement:
         console.print(f"[bold yellow]judge quality:[/] {note}", highlight=False)
     console.print(f"written: {', '.join(str(p) for p in paths.values() if p.parent == out)}")
+
+
+def _named_judges_agreement(
+    annotations: dict[str, list[Any]], annotators_dirs: list[Path] | None
+) -> list[str]:
+    """Measured human agreement of the judges that annotation files name, for those that are
+    personas on this search path (``--annotators-dir`` first); others have none to show."""
+    from simfarm.annotation.loader import load_annotator, measured_agreement_note
+
+    notes = []
+    for judge in sorted({a.annotator for anns in annotations.values() for a in anns}):
+        try:
+            note = measured_agreement_note(load_annotator(judge, annotators_dirs))
+        except SimfarmError:
+            continue
+        if note:
+            notes.append(note)
+    return notes

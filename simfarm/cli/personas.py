@@ -48,7 +48,10 @@ def personas_show(name: str, annotators_dir: AnnotatorsDirs = None) -> None:
         loaded = load_annotator(name, annotators_dir)
     except SimfarmError as error:
         raise fail(error) from None
-    console.print_json(loaded.spec.model_dump_json())
+    from simfarm.redaction import redact
+
+    # A base_url may carry user:password@: shown redacted, like every message.
+    console.print_json(redact(loaded.spec.model_dump_json()))
 
 
 @app.command("schema")

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simfarm.cli.common import console, err_console, fail
+from simfarm.cli.common import console, err_console, exit_if_failed, fail
 from simfarm.errors import SimfarmError
 from simfarm.paths import bundled_data_dir
 
@@ -37,6 +37,7 @@ def quickstart(
 ) -> None:
     """Run the main job offline: simulated pairwise feedback and a leaderboard."""
     from simfarm.annotation import annotate, load_annotator
+    from simfarm.annotation.loader import measured_agreement_note
     from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import load_model_outputs, pair_outputs, write_records
     from simfarm.evaluation.leaderboard import build_leaderboard, write_leaderboard
@@ -63,13 +64,18 @@ def quickstart(
             by_model = defaultdict(list)
             for annotation in result.annotations:
                 by_model[annotation.generator_2].append(annotation)
-            board, _ = build_leaderboard(by_model, length_controlled=False)
+            note = measured_agreement_note(loaded)
+            board, _ = build_leaderboard(
+                by_model, length_controlled=False, judge_agreement=[note] if note else []
+            )
             write_leaderboard(board, out / judge)
             plot_leaderboard(board, out / judge / "leaderboard.png")
             boards[judge] = (board, result)
     except SimfarmError as error:
         raise fail(error) from None
     _print(boards, persona, out)
+    failures = [a.failure for _, result in boards.values() for a in result.annotations if a.failure]
+    exit_if_failed(failures, sum(len(result.annotations) for _, result in boards.values()))
 
 
 def _print(boards: dict, persona: str, out: Path) -> None:

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from simfarm.cli.common import AnnotatorsDirs, BadRecordOption, console, fail, num, print_issues
+from simfarm.cli.common import (
+    AnnotatorsDirs,
+    BadRecordOption,
+    console,
+    exit_if_failed,
+    fail,
+    num,
+    print_issues,
+)
 from simfarm.errors import SimfarmError
 
 
@@ -90,6 +98,7 @@ def validate(
         print_issues(human_set.issues, policy or config.on_bad_record, config.name)
         pairs = pairs_of(human_set)
         notes: list[str] = []
+        failures: list[Any] = []
         if annotator is not None:
             with runs_progress(annotator, annotators_dir, quiet=quiet) as progress:
                 samples_ = run_annotator(
@@ -102,6 +111,7 @@ def validate(
                     progress=progress,
                 )
             label = annotator
+            failures = [a.failure for sample in samples_ for a in sample if a.failure]
         else:
             files = [
                 load_annotation_file(p, policy or "coerce", warn=False) for p in annotations or []
@@ -130,6 +140,7 @@ def validate(
     _print_validation(report)
     if paths:
         console.print(f"written: {paths['markdown']}, {paths['json']}")
+    exit_if_failed(failures, sum(len(sample) for sample in samples_), "judgements")
 
 
 def _print_validation(report: Any) -> None:

@@ -42,6 +42,7 @@ from simfarm.datafiles import read_records
 from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
 from simfarm.record_checks import BadRecordPolicy, RecordChecker, RecordIssue, raise_or_warn
+from simfarm.textfiles import read_text
 from simfarm.types import PairwiseItem, Record, stable_digest
 
 DATA_DIR_ENV = "SIMFARM_DATA_DIR"
@@ -169,7 +170,7 @@ AnySetConfig = PairwiseSetConfig | PromptPairSetConfig | ChoicesSetConfig | Like
 def read_set_config(path: Path) -> AnySetConfig:
     """Parse and validate one config; problems are named by file and field."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text(Path(path)))
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read YAML: {error}") from error
     if not isinstance(raw, dict):
@@ -187,8 +188,8 @@ def read_set_config(path: Path) -> AnySetConfig:
 
 def _is_human_set(path: Path) -> bool:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(read_text(path))
+    except (ConfigError, yaml.YAMLError):
         return False
     return isinstance(raw, dict) and raw.get("kind") == "human_set"
 

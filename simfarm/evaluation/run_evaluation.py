@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simfarm.datafiles import load_model_outputs, pair_outputs, write_records
+from simfarm.datafiles import check_pairing, load_model_outputs, pair_outputs, write_records
 from simfarm.errors import ConfigError
 from simfarm.evaluation.difficulty import DifficultyMethod, InstructionDifficulty
 from simfarm.evaluation.io import (
@@ -20,7 +20,7 @@ from simfarm.evaluation.io import (
 from simfarm.evaluation.leaderboard import Leaderboard, build_leaderboard, write_leaderboard
 from simfarm.evaluation.plots import plot_leaderboard
 from simfarm.record_checks import BadRecordPolicy, RecordIssue
-from simfarm.types import PairwiseAnnotation
+from simfarm.types import PairwiseAnnotation, PairwiseItem
 
 if TYPE_CHECKING:
     from simfarm.annotation.run import ProgressCallback
@@ -35,6 +35,10 @@ class EvaluationInputs:
     annotations: dict[str, list[PairwiseAnnotation]]
     issues: list[RecordIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    judge_agreement: list[str] = field(default_factory=list)
+    """The judges' measured human agreement (one line each), written with the leaderboard;
+    set by whoever knows which persona judged (see
+    :func:`simfarm.annotation.loader.measured_agreement_note`)."""
 
 
 def from_annotation_files(
@@ -72,26 +76,34 @@ def from_model_outputs(
     progress: ProgressCallback | None = None,
     annotate: AnnotateFn | None = None,
 ) -> EvaluationInputs:
-    """Judge each model's outputs against the reference's (paired by instruction)."""
+    """Judge each model's outputs against the reference's (paired by instruction); the
+    inputs carry the judge's measured human agreement (from the persona file found on
+    ``annotators_dirs``, as the one that judges)."""
     if annotate is None:
         from simfarm.annotation import annotate_pairs
 
         annotate = annotate_pairs
+    from simfarm.annotation.loader import load_annotator, measured_agreement_note
+
+    note = measured_agreement_note(load_annotator(annotator, annotators_dirs))
     reference = load_model_outputs(reference_source, policy, warn=False)
-    inputs = EvaluationInputs(annotations={}, issues=list(reference.issues))
+    inputs = EvaluationInputs(
+        annotations={}, issues=list(reference.issues), judge_agreement=[note] if note else []
+    )
+    # Pair every model first: an empty pairing is refused before any request is paid for.
+    planned: list[list[PairwiseItem]] = []
     for source in model_sources:
         outputs = load_model_outputs(source, policy, warn=False)
         inputs.issues += outputs.issues
         items, unpaired = pair_outputs(outputs.outputs, reference.outputs)
+        check_pairing(items, source, len(outputs.outputs), reference_source, len(reference.outputs))
         if unpaired:
             inputs.notes.append(
                 f"{source}: {len(unpaired)} instruction(s) have no reference output and are "
                 f"not judged (first: {unpaired[0][:80]!r})"
             )
-        if limit is not None:
-            items = items[:limit]
-        if not items:
-            raise ConfigError(f"{source}: no output pairs with a reference output")
+        planned.append(items[:limit] if limit is not None else items)
+    for items in planned:
         annotations = annotate(
             items,
             annotator,
@@ -105,6 +117,29 @@ def from_model_outputs(
     return inputs
 
 
+def check_judged(inputs: EvaluationInputs) -> None:
+    """Refuse a leaderboard without a single judged pair for some model (n = 0): every
+    annotation failed, or the files held none."""
+    if not inputs.annotations:
+        raise ConfigError("no annotations to evaluate: the inputs hold no pairs")
+    empty = [
+        model
+        for model, annotations in inputs.annotations.items()
+        if not any(a.failure is None and a.preference is not None for a in annotations)
+    ]
+    if empty:
+        raise ConfigError(
+            f"no judged pair for {', '.join(repr(m) for m in sorted(empty))}: every annotation "
+            "failed or has no preference, so a win rate would be n = 0; see the failures "
+            "in the annotations"
+        )
+
+
+def failed_annotations(inputs: EvaluationInputs) -> list[PairwiseAnnotation]:
+    """The annotations that failed (no preference), over every model."""
+    return [a for anns in inputs.annotations.values() for a in anns if a.failure is not None]
+
+
 def write_evaluation(
     inputs: EvaluationInputs,
     out_dir: Path,
@@ -115,12 +150,15 @@ def write_evaluation(
     save_annotations: bool = False,
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Build the leaderboard and write it (CSV, JSON, markdown, PNG, difficulty, weights);
-    with ``save_annotations`` also each model's annotations as JSONL under ``annotations/``."""
+    with ``save_annotations`` also each model's annotations as JSONL under ``annotations/``.
+    A model without a single judged pair is refused (:func:`check_judged`)."""
+    check_judged(inputs)
     leaderboard, used_difficulty = build_leaderboard(
         inputs.annotations,
         length_controlled=length_controlled,
         difficulty=difficulty,
         difficulty_method=difficulty_method,
+        judge_agreement=inputs.judge_agreement,
     )
     out_dir = Path(out_dir)
     paths = write_leaderboard(leaderboard, out_dir, used_difficulty)

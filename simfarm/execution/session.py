@@ -124,6 +124,21 @@ class BackendSession:
         """True for a session entered with ``with`` (sync use)."""
         return self._loop is not None
 
+    def on_own_loop(self) -> bool:
+        """True when called from the session's own loop (or the session has none)."""
+        if self._loop is None:
+            return True
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    async def run_async(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` run on the session's own loop, from another loop."""
+        if self._loop is None:
+            return await coroutine
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the session's loop and wait for it (sync sessions only).
 

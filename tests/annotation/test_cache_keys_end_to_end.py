@@ -65,7 +65,8 @@ def test_duplicate_items_in_one_run_are_sent_once(tmp_path: Path) -> None:
         name = make_persona(tmp_path, server)
         result = annotate(tripled, name, annotators_dirs=[tmp_path], use_cache=False)
         assert server.stats()["requests"] == 20
-    assert result.summary.requests_sent == 20
+    assert result.summary.requests_sent == 20 and result.summary.cache_hits == 40
+    assert [a.cached for a in result.annotations] == [False] * 20 + [True] * 40
     preferences = [a.preference for a in result.annotations]
     assert preferences[:20] == preferences[20:40] == preferences[40:]
     assert all(p is not None for p in preferences)

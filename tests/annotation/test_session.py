@@ -75,7 +75,14 @@ def test_sync_session_reuses_backends_across_calls_and_threads(tmp_path: Path) -
                 return again.summary.requests_sent
 
             assert asyncio.run(from_async_code()) == 2  # items 3 and 4 are new
-        assert server.stats()["requests"] == 5
+
+            async def awaited_from_another_loop() -> int:
+                persona = load_annotator(name, [tmp_path])
+                again = await annotate_async(items(6), persona, session=session)
+                return again.summary.requests_sent
+
+            assert asyncio.run(awaited_from_another_loop()) == 6  # no cache given: all sent
+        assert server.stats()["requests"] == 11
     assert len(factory.built) == 1
 
 
@@ -183,3 +190,18 @@ def test_the_run_sends_through_an_injected_executor(tmp_path: Path) -> None:
         assert asyncio.run(main()) == 5
     assert len(built) == 1 and built[0][0].options["base_url"] == server.base_url
     assert built[0][1].counters() == ExecutorCounters(submitted=5, finished=5, requests_sent=5)
+
+
+def test_backends_on_one_endpoint_share_one_limiter() -> None:
+    def spec(**options: object) -> BackendSpec:
+        base = {"base_url": "http://127.0.0.1:9/v1"}
+        return BackendSpec(name="openai", model="m", options={**base, **options})
+
+    session = BackendSession()
+    cold = session.backend(spec(extra_body={"top_k": 1}, max_concurrency=8))
+    warm = session.backend(spec(extra_body={"top_k": 40}, max_concurrency=4))
+    other_model = session.backend(spec().model_copy(update={"model": "n"}))
+    assert session.backend(spec(extra_body={"top_k": 1}, max_concurrency=8)) is cold
+    assert cold is not warm and cold.limiter is warm.limiter
+    assert cold.limiter.max_concurrency == 4  # the stricter declaration wins
+    assert other_model.limiter is not cold.limiter
