@@ -590,12 +590,15 @@ def annotate_pairs(
     use_cache: bool = True,
     both_orders: bool = False,
     progress: ProgressCallback | None = None,
+    executor_factory: ExecutorFactory | None = None,
 ) -> list[PairwiseAnnotation]:
     """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API."""
     loaded = load_annotator(persona, annotators_dirs)
     if both_orders:
         loaded = with_both_orders(loaded)
-    return annotate(items, loaded, use_cache=use_cache, progress=progress).annotations
+    return annotate(
+        items, loaded, use_cache=use_cache, progress=progress, executor_factory=executor_factory
+    ).annotations
 
 
 def with_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | LoadedPool:

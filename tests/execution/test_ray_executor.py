@@ -206,7 +206,22 @@ def test_a_request_rate_binds_all_actors_together(runtime: RayRuntime, tmp_path:
     assert worst <= budget, f"{worst} requests within {0.8 * window:.1f}s (budget {budget})"
 
 
-def test_cli_annotate_runs_on_ray(runtime: RayRuntime, tmp_path: Path) -> None:
+def _watch_cli_runtimes(monkeypatch: pytest.MonkeyPatch) -> list[RayRuntime]:
+    """The RayRuntime objects the CLI makes (it reuses the module's running Ray)."""
+    made: list[RayRuntime] = []
+    start = RayRuntime.start
+
+    def recording_start(self: RayRuntime) -> None:
+        made.append(self)
+        start(self)
+
+    monkeypatch.setattr(RayRuntime, "start", recording_start)
+    return made
+
+
+def test_cli_annotate_runs_on_ray(
+    runtime: RayRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from simfarm.cli.app import app
@@ -214,6 +229,7 @@ def test_cli_annotate_runs_on_ray(runtime: RayRuntime, tmp_path: Path) -> None:
     items = pairs(10)
     pairs_file = tmp_path / "pairs.jsonl"
     pairs_file.write_text("".join(item.model_dump_json() + "\n" for item in items))
+    used = _watch_cli_runtimes(monkeypatch)
     with start_server() as server:
         name = make_persona(tmp_path, server)
         out = tmp_path / "out.jsonl"
@@ -242,4 +258,42 @@ def test_cli_annotate_runs_on_ray(runtime: RayRuntime, tmp_path: Path) -> None:
     assert outcome.exit_code == 0, outcome.output
     assert len(out.read_text().splitlines()) == 10
     assert "ray actors" in outcome.output
+    (cli_runtime,) = used
+    assert [e.counters().requests_sent for e in cli_runtime.executors] == [10]
     assert ray.is_initialized(), "the CLI must leave a Ray runtime it did not start alone"
+
+
+def test_cli_evaluate_judges_on_ray(
+    runtime: RayRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from simfarm.cli.app import app
+
+    def outputs(generator: str, words: int) -> Path:
+        path = tmp_path / f"{generator}.json"
+        records = [
+            {"instruction": f"Task {i}?", "output": "word " * (words + i), "generator": generator}
+            for i in range(6)
+        ]
+        path.write_text(json.dumps(records))
+        return path
+
+    model, reference = outputs("model", 9), outputs("reference", 3)
+    used = _watch_cli_runtimes(monkeypatch)
+    with start_server() as server:
+        name = make_persona(tmp_path, server)
+        outcome = CliRunner().invoke(
+            app,
+            ["evaluate", "--annotator", name, "--annotators-dir", str(tmp_path),
+             "--model-outputs", str(model), "--reference-outputs", str(reference),
+             "--out", str(tmp_path / "board"), "--quiet", "--no-lc",
+             "--executor", "ray", "--ray-actors", "1"],
+        )  # fmt: skip
+        assert server.stats()["requests"] == 6
+    assert outcome.exit_code == 0, outcome.output
+    assert (tmp_path / "board" / "leaderboard.csv").exists()
+    (cli_runtime,) = used
+    assert [e.counters().requests_sent for e in cli_runtime.executors] == [6]
