@@ -297,3 +297,24 @@ def test_cli_evaluate_judges_on_ray(
     assert (tmp_path / "board" / "leaderboard.csv").exists()
     (cli_runtime,) = used
     assert [e.counters().requests_sent for e in cli_runtime.executors] == [6]
+
+
+def test_a_local_model_runs_in_an_actor_with_the_cpus_it_reserved(
+    runtime: RayRuntime, tmp_path: Path
+) -> None:
+    """The embedded Gemma judge loaded inside an actor (1 CPU reserved through Ray): the
+    same verdicts and cache keys (the weights' digest included) as in this process."""
+    items = pairs(3)
+    local = annotate(items, "embedded_gemma", cache_path=tmp_path / "a.db")
+    factory = runtime.executor_factory(RayExecutorOptions(actors=1, in_flight=1, num_cpus=1))
+    on_ray = annotate(
+        items, "embedded_gemma", cache_path=tmp_path / "b.db", executor_factory=factory
+    )
+    assert on_ray.summary.requests_sent == local.summary.requests_sent == 6  # both orders
+    # Ray gives the actor OMP_NUM_THREADS=1 (its CPU reservation): bfloat16 sums in another
+    # order move a probability in its third decimal, never a verdict.
+    ray_prefs = [a.preference for a in on_ray.annotations]
+    local_prefs = [a.preference for a in local.annotations]
+    assert ray_prefs == pytest.approx(local_prefs, abs=0.02)
+    assert [p > 1.5 for p in ray_prefs] == [p > 1.5 for p in local_prefs]  # type: ignore[operator]
+    assert cache_keys(tmp_path / "b.db") == cache_keys(tmp_path / "a.db")
