@@ -318,3 +318,60 @@ def test_a_local_model_runs_in_an_actor_with_the_cpus_it_reserved(
     assert ray_prefs == pytest.approx(local_prefs, abs=0.02)
     assert [p > 1.5 for p in ray_prefs] == [p > 1.5 for p in local_prefs]  # type: ignore[operator]
     assert cache_keys(tmp_path / "b.db") == cache_keys(tmp_path / "a.db")
+
+
+_RAY_AGENTS = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+
+
+def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return running
+
+
+def test_a_killed_driver_loses_only_what_was_in_flight(tmp_path: Path) -> None:
+    """``simfarm annotate --executor ray`` killed with SIGKILL mid-run (its own local Ray
+    runtime dies with it), then run again: every pair ends annotated, and the server was
+    paid again at most for what was in flight when the driver died."""
+    import subprocess
+    import sys
+
+    n, actors, in_flight = 60, 2, 4
+    pairs_file = tmp_path / "pairs.jsonl"
+    pairs_file.write_text("".join(item.model_dump_json() + "\n" for item in pairs(n)))
+    with start_server(latency_s=0.3) as server:
+        name = make_persona(tmp_path, server)
+        command = [
+            sys.executable, "-m", "simfarm", "annotate", "--persona", name,
+            "--annotators-dir", str(tmp_path), "--pairs", str(pairs_file),
+            "--out", str(tmp_path / "out.jsonl"), "--cache-path", str(tmp_path / "c.db"),
+            "--executor", "ray", "--ray-actors", str(actors),
+            "--ray-in-flight", str(in_flight), "--quiet",
+        ]  # fmt: skip
+        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while server.stats()["completed"] < 20 and driver.poll() is None:
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
+        helpers = psutil.Process(driver.pid).children(recursive=True)
+        driver.kill()
+        driver.wait()
+        first = server.stats()["requests"]
+        assert first < n, "the run finished before it was killed"
+        # The runtime dies with its driver: gcs_server, raylet and the actors at once; Ray's
+        # two agents notice the raylet is gone and exit on their own (measured: ~1 minute).
+        agents = [p for p in helpers if p.name() in _RAY_AGENTS]
+        _, alive = psutil.wait_procs([p for p in helpers if p not in agents], timeout=30)
+        assert not _running(alive), _running(alive)
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        total = server.stats()["requests"]
+    _, alive = psutil.wait_procs(agents, timeout=120)
+    assert not _running(alive), _running(alive)
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == n
+    assert n <= total <= n + actors * in_flight
