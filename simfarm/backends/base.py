@@ -52,6 +52,11 @@ class BackendSpec(BaseModel):
     """Model id as the backend knows it (API model name, HF id or local path)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Backend-specific settings (base_url, concurrency, device, ...)."""
+    ray: dict[str, Any] = Field(default_factory=dict)
+    """How ``--executor ray`` runs this backend (``actors``, ``in_flight``, ``num_cpus``,
+    ``num_gpus``, ...: the fields of ``simfarm.execution.ray_executor.RayExecutorOptions``);
+    command-line ``--ray-*`` options given explicitly win. Ignored by in-process runs; never
+    part of a cache key (it changes where answers are fetched, not what they are)."""
 
 
 class Backend(abc.ABC):

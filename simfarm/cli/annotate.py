@@ -84,10 +84,10 @@ def annotate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
-    ray_actors: RayActorsOption = 2,
-    ray_in_flight: RayInFlightOption = 8,
+    ray_actors: RayActorsOption = None,
+    ray_in_flight: RayInFlightOption = None,
     ray_num_cpus: RayNumCpusOption = None,
-    ray_num_gpus: RayNumGpusOption = 0.0,
+    ray_num_gpus: RayNumGpusOption = None,
     requests_per_minute: RequestsPerMinuteOption = None,
 ) -> None:
     """Annotate pairs with a simulated annotator; writes one JSON object per pair."""

@@ -94,10 +94,10 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar, no table.")] = False,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
-    ray_actors: RayActorsOption = 2,
-    ray_in_flight: RayInFlightOption = 8,
+    ray_actors: RayActorsOption = None,
+    ray_in_flight: RayInFlightOption = None,
     ray_num_cpus: RayNumCpusOption = None,
-    ray_num_gpus: RayNumGpusOption = 0.0,
+    ray_num_gpus: RayNumGpusOption = None,
     requests_per_minute: RequestsPerMinuteOption = None,
 ) -> None:
     """Win rates and LC win rates against a reference, as an alpaca_eval leaderboard.

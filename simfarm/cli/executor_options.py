@@ -29,16 +29,24 @@ RayAddressOption = Annotated[
     typer.Option(help="Ray cluster to run on (default: RAY_ADDRESS, else a local runtime)."),
 ]
 RayActorsOption = Annotated[
-    int, typer.Option(min=1, help="Ray actors per backend, each with its own client or model.")
+    int | None,
+    typer.Option(
+        min=1,
+        help="Ray actors per backend, each with its own client or model (default: the "
+        "persona's backend.ray.actors, else 2).",
+    ),
 ]
 RayInFlightOption = Annotated[
-    int, typer.Option(min=1, help="Requests (chunks) in flight per Ray actor.")
+    int | None,
+    typer.Option(min=1, help="Requests (chunks) in flight per Ray actor (default 8)."),
 ]
 RayNumCpusOption = Annotated[
     float | None,
     typer.Option(help="CPUs each Ray actor reserves (default: 0.1 for HTTP, 1 for local models)."),
 ]
-RayNumGpusOption = Annotated[float, typer.Option(help="GPUs each Ray actor reserves.")]
+RayNumGpusOption = Annotated[
+    float | None, typer.Option(help="GPUs each Ray actor reserves (default 0).")
+]
 RequestsPerMinuteOption = Annotated[
     int | None,
     typer.Option(
@@ -53,10 +61,10 @@ def executor_factory_for(
     executor: str,
     *,
     address: str | None,
-    actors: int,
-    in_flight: int,
+    actors: int | None,
+    in_flight: int | None,
     num_cpus: float | None,
-    num_gpus: float,
+    num_gpus: float | None,
     requests_per_minute: int | None,
 ) -> Iterator[tuple[ExecutorFactory | None, RayRuntime | None]]:
     """``(factory, runtime)``: ``(None, None)`` for in-process runs (the run's default)."""
@@ -67,19 +75,17 @@ def executor_factory_for(
             raise ConfigError("--requests-per-minute needs --executor ray")
         yield None, None
         return
-    from simfarm.execution.rate import RequestRateSpec
-    from simfarm.execution.ray_executor import RayExecutorOptions, RayRuntime
+    from simfarm.execution.ray_executor import RayRuntime
 
-    options = RayExecutorOptions(
-        actors=actors,
-        in_flight=in_flight,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        request_rate=(
-            RequestRateSpec(max_requests=requests_per_minute, window_s=60.0)
-            if requests_per_minute
-            else None
+    given = {
+        "actors": actors,
+        "in_flight": in_flight,
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "request_rate": (
+            {"max_requests": requests_per_minute, "window_s": 60.0} if requests_per_minute else None
         ),
-    )
+    }
+    explicit = {name: value for name, value in given.items() if value is not None}
     with RayRuntime(address=address) as runtime:
-        yield runtime.executor_factory(options), runtime
+        yield runtime.executor_factory(explicit=explicit), runtime

@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Generic
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simfarm.backends.base import BackendSpec
 from simfarm.errors import ConfigError, SimfarmError
@@ -428,6 +428,19 @@ class RayExecutor(Generic[PayloadT]):
         self._wake.set()
 
 
+def options_for(spec: BackendSpec, explicit: dict[str, Any]) -> RayExecutorOptions:
+    """A backend's ``ray`` settings with ``explicit`` fields over them."""
+    try:
+        return RayExecutorOptions.model_validate({**spec.ray, **explicit})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(
+            f"backend {spec.name!r} (model {spec.model!r}): invalid `ray` settings: {problems}"
+        ) from None
+
+
 class RayRuntime:
     """Ray for one process: connects to a cluster, or starts a local runtime on loopback.
 
@@ -500,11 +513,18 @@ class RayRuntime:
             ray.shutdown()
             self._owned = False
 
-    def executor_factory(self, options: RayExecutorOptions | None = None) -> ExecutorFactory:
-        """Ray executors with ``options`` (remembered in :attr:`executors` for summaries)."""
+    def executor_factory(
+        self, options: RayExecutorOptions | None = None, explicit: dict[str, Any] | None = None
+    ) -> ExecutorFactory:
+        """Ray executors (remembered in :attr:`executors` for summaries).
+
+        ``options`` as given; or, without them, each backend spec's ``ray`` settings (from
+        its persona file) with ``explicit`` fields (e.g. command-line ``--ray-actors``)
+        over them."""
 
         def factory(spec: BackendSpec, on_result: Any) -> RayExecutor[Any]:
-            executor: RayExecutor[Any] = RayExecutor(spec, on_result, options)
+            chosen = options if options is not None else options_for(spec, explicit or {})
+            executor: RayExecutor[Any] = RayExecutor(spec, on_result, chosen)
             self.executors.append(executor)
             return executor
 

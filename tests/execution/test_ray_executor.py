@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 
 from simfarm.annotation import annotate, annotate_async, load_annotator
 from simfarm.cache import CompletionCache
@@ -219,7 +220,14 @@ def _watch_cli_runtimes(monkeypatch: pytest.MonkeyPatch) -> list[RayRuntime]:
     return made
 
 
-def test_cli_annotate_runs_on_ray(
+def _with_ray_settings(folder: Path, name: str, settings: dict[str, Any]) -> None:
+    path = folder / f"{name}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["backend"]["ray"] = settings
+    path.write_text(yaml.safe_dump(spec))
+
+
+def test_cli_annotate_runs_on_ray_with_the_personas_settings(
     runtime: RayRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
@@ -232,34 +240,24 @@ def test_cli_annotate_runs_on_ray(
     used = _watch_cli_runtimes(monkeypatch)
     with start_server() as server:
         name = make_persona(tmp_path, server)
+        _with_ray_settings(tmp_path, name, {"actors": 3, "in_flight": 4})
         out = tmp_path / "out.jsonl"
-        outcome = CliRunner().invoke(
-            app,
-            [
-                "annotate",
-                "--persona",
-                name,
-                "--annotators-dir",
-                str(tmp_path),
-                "--pairs",
-                str(pairs_file),
-                "--out",
-                str(out),
-                "--executor",
-                "ray",
-                "--ray-actors",
-                "2",
-                "--ray-in-flight",
-                "2",
-                "--quiet",
-            ],
-        )
+        command = ["annotate", "--persona", name, "--annotators-dir", str(tmp_path),
+                   "--pairs", str(pairs_file), "--out", str(out), "--quiet"]  # fmt: skip
+        # The persona says 3 actors x 4 in flight; the command line's --ray-in-flight wins.
+        outcome = CliRunner().invoke(app, [*command, "--executor", "ray", "--ray-in-flight", "2"])
+        assert server.stats()["requests"] == 10
+        _with_ray_settings(tmp_path, name, {"actors": 0})
+        refused = CliRunner().invoke(app, [*command, "--executor", "ray", "--no-cache"])
         assert server.stats()["requests"] == 10
     assert outcome.exit_code == 0, outcome.output
     assert len(out.read_text().splitlines()) == 10
     assert "ray actors" in outcome.output
-    (cli_runtime,) = used
-    assert [e.counters().requests_sent for e in cli_runtime.executors] == [10]
+    first_run = used[0]
+    assert [e.counters().requests_sent for e in first_run.executors] == [10]
+    assert [(e.options.actors, e.options.in_flight) for e in first_run.executors] == [(3, 2)]
+    assert refused.exit_code == 2
+    assert "invalid `ray` settings: actors" in refused.output
     assert ray.is_initialized(), "the CLI must leave a Ray runtime it did not start alone"
 
 
