@@ -26,23 +26,27 @@ class RequestRateSpec(BaseModel):
 
 
 class RequestRate:
-    """A sliding-window limiter: :meth:`acquire` waits until one more request fits."""
+    """A sliding-window limiter: :meth:`acquire` waits until one more request fits.
+
+    Holds no asyncio primitive (the check and the booking happen with no ``await`` between
+    them), so one limiter serves every run of a session, whichever event loop runs it."""
 
     def __init__(self, spec: RequestRateSpec) -> None:
         self.spec = spec
         self._sent: deque[float] = deque()
-        self._lock: asyncio.Lock | None = None
+
+    def tighten(self, spec: RequestRateSpec) -> None:
+        """Adopt the stricter of two budgets declared for one endpoint."""
+        if spec.max_requests / spec.window_s < self.spec.max_requests / self.spec.window_s:
+            self.spec = spec
 
     async def acquire(self) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # first come, first served
+        while True:
             window, limit = self.spec.window_s, self.spec.max_requests
-            while True:
-                now = time.monotonic()
-                while self._sent and now - self._sent[0] >= window:
-                    self._sent.popleft()
-                if len(self._sent) < limit:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(self._sent[0] + window - now)
+            now = time.monotonic()
+            while self._sent and now - self._sent[0] >= window:
+                self._sent.popleft()
+            if len(self._sent) < limit:
+                self._sent.append(now)
+                return
+            await asyncio.sleep(self._sent[-limit] + window - now)

@@ -111,6 +111,7 @@ class _BackendWorker:
         return {
             "identity": self.backend.identity(),
             "batch_size": self.backend.batch_size,
+            "endpoint": self.backend.endpoint(),
             "pid": os.getpid(),
         }
 
@@ -153,7 +154,10 @@ class RayExecutor(Generic[PayloadT]):
         spec: BackendSpec,
         on_result: ResultHandler[PayloadT],
         options: RayExecutorOptions | None = None,
+        rates: dict[str, RequestRate] | None = None,
     ) -> None:
+        """``rates``: request-rate limiters by endpoint, shared with other executors (a
+        persona pool's members on one server share its budget)."""
         import ray
 
         self.options = options or RayExecutorOptions()
@@ -186,12 +190,25 @@ class RayExecutor(Generic[PayloadT]):
         self._error: BaseException | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._rate = RequestRate(self.options.request_rate) if self.options.request_rate else None
         handles = [self._actor_class.remote(self._spec_json) for _ in range(self.options.actors)]
         infos = self._get([handle.info.remote() for handle in handles])
         self._actors = [_Actor(h, info["pid"]) for h, info in zip(handles, infos, strict=True)]
         self._identity: dict[str, Any] = infos[0]["identity"]
+        self._rate = self._rate_for(infos[0]["endpoint"], rates if rates is not None else {})
         self._batch_size = max(1, int(infos[0]["batch_size"]))
+
+    def _rate_for(self, endpoint: str | None, rates: dict[str, RequestRate]) -> RequestRate | None:
+        spec = self.options.request_rate
+        if spec is None:
+            return None
+        if endpoint is None:  # a model of the actor's own: its budget is its own
+            return RequestRate(spec)
+        rate = rates.get(endpoint)
+        if rate is None:
+            rate = rates[endpoint] = RequestRate(spec)
+        else:
+            rate.tighten(spec)
+        return rate
 
     def _get(self, refs: list[Any]) -> list[Any]:
         import ray
@@ -460,6 +477,8 @@ class RayRuntime:
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.executors: list[RayExecutor[Any]] = []
+        self.rates: dict[str, RequestRate] = {}
+        """Request-rate limiters by endpoint, shared by every executor of this runtime."""
         self._owned = False
         """True when this object started (or connected) Ray, and so shuts it down."""
 
@@ -524,7 +543,7 @@ class RayRuntime:
 
         def factory(spec: BackendSpec, on_result: Any) -> RayExecutor[Any]:
             chosen = options if options is not None else options_for(spec, explicit or {})
-            executor: RayExecutor[Any] = RayExecutor(spec, on_result, chosen)
+            executor: RayExecutor[Any] = RayExecutor(spec, on_result, chosen, self.rates)
             self.executors.append(executor)
             return executor
 
