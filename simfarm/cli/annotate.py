@@ -27,6 +27,7 @@ from simfarm.cli.executor_options import (
     RayNumCpusOption,
     RayNumGpusOption,
     RequestsPerMinuteOption,
+    TokensPerMinuteOption,
     executor_factory_for,
 )
 from simfarm.errors import SimfarmError
@@ -89,6 +90,7 @@ def annotate(
     ray_num_cpus: RayNumCpusOption = None,
     ray_num_gpus: RayNumGpusOption = None,
     requests_per_minute: RequestsPerMinuteOption = None,
+    tokens_per_minute: TokensPerMinuteOption = None,
 ) -> None:
     """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
     from simfarm.annotation import BackendOverrides, load_annotator, with_both_orders
@@ -163,6 +165,7 @@ def annotate(
                 num_cpus=ray_num_cpus,
                 num_gpus=ray_num_gpus,
                 requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
             ) as (factory, runtime),
             annotation_progress(
                 len(items), loaded.spec.id, err_console if not quiet else Console(quiet=True)

@@ -31,6 +31,7 @@ from simfarm.cli.executor_options import (
     RayNumCpusOption,
     RayNumGpusOption,
     RequestsPerMinuteOption,
+    TokensPerMinuteOption,
     executor_factory_for,
 )
 from simfarm.errors import SimfarmError
@@ -99,6 +100,7 @@ def evaluate(
     ray_num_cpus: RayNumCpusOption = None,
     ray_num_gpus: RayNumGpusOption = None,
     requests_per_minute: RequestsPerMinuteOption = None,
+    tokens_per_minute: TokensPerMinuteOption = None,
 ) -> None:
     """Win rates and LC win rates against a reference, as an alpaca_eval leaderboard.
 
@@ -138,6 +140,7 @@ def evaluate(
                     num_cpus=ray_num_cpus,
                     num_gpus=ray_num_gpus,
                     requests_per_minute=requests_per_minute,
+                    tokens_per_minute=tokens_per_minute,
                 ) as (factory, _),
                 runs_progress(annotator, annotators_dir, quiet=quiet) as progress,
             ):

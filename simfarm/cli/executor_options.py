@@ -55,6 +55,15 @@ RequestsPerMinuteOption = Annotated[
     ),
 ]
 
+TokensPerMinuteOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Prompt + completion tokens per minute for all Ray actors together (answers in "
+        "flight when it fills may overshoot it by their own size).",
+    ),
+]
+
 
 @contextlib.contextmanager
 def executor_factory_for(
@@ -66,13 +75,14 @@ def executor_factory_for(
     num_cpus: float | None,
     num_gpus: float | None,
     requests_per_minute: int | None,
+    tokens_per_minute: int | None = None,
 ) -> Iterator[tuple[ExecutorFactory | None, RayRuntime | None]]:
     """``(factory, runtime)``: ``(None, None)`` for in-process runs (the run's default)."""
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
     if executor == "local":
-        if requests_per_minute is not None:
-            raise ConfigError("--requests-per-minute needs --executor ray")
+        if requests_per_minute is not None or tokens_per_minute is not None:
+            raise ConfigError("--requests-per-minute and --tokens-per-minute need --executor ray")
         yield None, None
         return
     from simfarm.execution.ray_executor import RayRuntime
@@ -83,7 +93,9 @@ def executor_factory_for(
         "num_cpus": num_cpus,
         "num_gpus": num_gpus,
         "request_rate": (
-            {"max_requests": requests_per_minute, "window_s": 60.0} if requests_per_minute else None
+            {"max_requests": requests_per_minute, "max_tokens": tokens_per_minute}
+            if requests_per_minute or tokens_per_minute
+            else None
         ),
     }
     explicit = {name: value for name, value in given.items() if value is not None}

@@ -352,6 +352,8 @@ class RayExecutor(Generic[PayloadT]):
             key = (id(actor), pid)
             self._sent_by_process[key] = max(self._sent_by_process.get(key, 0), sent_so_far)
         actor.in_flight -= 1
+        if self._rate is not None:
+            self._rate.record(sum(c.prompt_tokens + c.completion_tokens for c in completions))
         for job, completion in zip(chunk.jobs, completions, strict=True):
             self._deliver(job, completion)
         self._wake.set()
