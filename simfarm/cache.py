@@ -90,9 +90,12 @@ def cache_key(
     return stable_digest(fields)
 
 
-_JOURNAL_ROTATE_BYTES = 4 << 20
-"""A journal grows while the writer lags (another process holding the lock); past this size
-new answers go to a fresh journal and the old one is deleted once all its rows are in."""
+_JOURNAL_RECYCLE_BYTES = 256 << 10
+"""Once the writer has caught up and the journal is past this size, answers go to a fresh
+journal and the old one (all committed) is deleted."""
+_JOURNAL_ROTATE_BYTES = 16 << 20
+"""Past this size (the writer lagging: another process holding the lock) the journal is
+replaced even if not caught up; the old one goes once all its rows are committed."""
 
 
 class _Journal:
@@ -133,10 +136,6 @@ class _Journal:
         line = f"{key}\t{created!r}\t{value}\n".encode()
         os.write(self.fd, line)
         self.size += len(line)
-
-    def clear(self) -> None:
-        os.ftruncate(self.fd, 0)
-        self.size = 0
 
     def delete(self) -> None:
         os.close(self.fd)
@@ -261,12 +260,18 @@ class CompletionCache:
         self._enqueue((key, completion.model_dump_json(exclude={"cached"}), time.time()))
 
     def _enqueue(self, row: tuple[str, str, float]) -> None:
-        with self._state:
-            if self._journal is not None:
-                self._journal.append(*row)
-            self._enqueued += 1
-            self.max_pending = max(self.max_pending, self._enqueued - self._committed)
-            self._rows.append(row)
+        """No lock on this path (it runs per answer on the event loop). The order matters:
+        count first, then pick the journal, so a journal the writer retires has an upper
+        bound on the rows written to it (see :meth:`_rotate_journal`). One producer thread
+        at a time (the one running the event loop)."""
+        self._enqueued += 1
+        journal = self._journal
+        if journal is not None:
+            journal.append(*row)
+        self._rows.append(row)
+        pending = self._enqueued - self._committed
+        if pending > self.max_pending:
+            self.max_pending = pending
         if self._writer_idle:
             self._wake.set()
 
@@ -355,7 +360,7 @@ class CompletionCache:
                 with self._state:
                     self._committed += len(batch)
                     if self._error is None:
-                        self._trim_journal()
+                        self._rotate_journal()
                     self._state.notify_all()
         finally:
             db.close()
@@ -366,20 +371,25 @@ class CompletionCache:
                             journal.delete()
                     self._journal = self._retired = None
 
-    def _trim_journal(self) -> None:
-        """Called under ``_state`` after a commit: drop journal rows now in the database."""
+    def _rotate_journal(self) -> None:
+        """After a commit (writer thread): delete the retired journal once every row
+        written to it is committed; retire the current one when it has grown.
+
+        The new journal is installed *before* reading the count, so every row written to
+        the retired one was counted by then (puts count before picking a journal) and rows
+        are committed in the order they were counted."""
         if self._retired is not None and self._committed >= self._retired[1]:
             self._retired[0].delete()
             self._retired = None
         journal = self._journal
-        if journal is None:
+        if journal is None or self._retired is not None:
             return
-        if self._committed == self._enqueued:
-            if journal.size:
-                journal.clear()
-        elif journal.size > _JOURNAL_ROTATE_BYTES and self._retired is None:
-            self._retired = (journal, self._enqueued)
+        caught_up = self._committed == self._enqueued
+        if (caught_up and journal.size > _JOURNAL_RECYCLE_BYTES) or (
+            journal.size > _JOURNAL_ROTATE_BYTES
+        ):
             self._journal = _Journal.open(self.path)
+            self._retired = (journal, self._enqueued)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
