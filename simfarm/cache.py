@@ -185,7 +185,7 @@ class CompletionCache:
     """Completions by key in one SQLite file; safe across processes and threads.
 
     Reads happen on the caller's thread (WAL readers never wait for a writer); writes are
-    queued to one writer thread (see the module docstring for what that guarantees).
+    journaled by the caller and committed by one writer thread (see the module docstring).
     """
 
     def __init__(self, path: Path | None = None) -> None:
@@ -205,8 +205,8 @@ class CompletionCache:
         self._enqueued = 0
         self._committed = 0
         self.max_pending = 0
-        """The largest number of answers ever waiting for the writer in this process: what
-        a ``kill -9`` at the worst moment would have cost (they are asked for again)."""
+        """The largest number of answers ever waiting for the writer in this process (held
+        meanwhile in memory and in the journal): how far the database lagged."""
         self._error: BaseException | None = None
         self._closed = False
         self._journal = _Journal.open(self.path)
@@ -247,8 +247,9 @@ class CompletionCache:
         return found
 
     def put(self, key: str, completion: Completion) -> None:
-        """Queue a successful completion for the writer (returns at once; it counts as
-        saved once committed, see :meth:`flush`). Failures are refused."""
+        """Store a successful completion: returns at once, with the answer in this process's
+        journal (safe from a ``kill -9`` from then on); the writer commits it to the
+        database within milliseconds (:meth:`flush` waits for that). Failures are refused."""
         if completion.failure is not None:
             raise ValueError("failures are never cached")
         if self._error is not None:
