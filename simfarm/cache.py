@@ -15,7 +15,7 @@ Why this shape:
   the write lock never stalls the event loop (requests keep flowing; answers queue up).
   Each answer is committed as soon as the writer reaches it (usually within milliseconds;
   ``max_pending`` measures the worst backlog). Until then it is also in this process's
-  *journal*, a small append-only file beside the cache written the moment the answer
+  *journal* (in ``<cache file>.unsaved/``), a small append-only file written the moment the answer
   arrives (one ``write``, no lock, no fsync: it survives the process, not the OS). Ctrl-C,
   a normal exit and :meth:`close` drain the queue; after a ``kill -9`` the next process that
   opens the cache commits the dead process's journal, so only requests in flight are lost.

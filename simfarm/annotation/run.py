@@ -584,12 +584,17 @@ def annotate_pairs(
     use_cache: bool = True,
     both_orders: bool = False,
     progress: ProgressCallback | None = None,
+    session: BackendSession | None = None,
 ) -> list[PairwiseAnnotation]:
-    """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API."""
+    """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API.
+
+    Pass a ``with BackendSession()`` session when calling it repeatedly (one model file
+    after another): a local judge then loads once."""
     loaded = load_annotator(persona, annotators_dirs)
     if both_orders:
         loaded = with_both_orders(loaded)
-    return annotate(items, loaded, use_cache=use_cache, progress=progress).annotations
+    result = annotate(items, loaded, use_cache=use_cache, progress=progress, session=session)
+    return result.annotations
 
 
 def with_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | LoadedPool:
