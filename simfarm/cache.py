@@ -15,7 +15,7 @@ Why this shape:
   the write lock never stalls the event loop (requests keep flowing; answers queue up).
   Each answer is committed as soon as the writer reaches it (usually within milliseconds;
   ``max_pending`` measures the worst backlog). Until then it is also in this process's
-  *journal*, a small append-only file beside the cache written the moment the answer
+  *journal* (in ``<cache file>.unsaved/``), a small append-only file written the moment the answer
   arrives (one ``write``, no lock, no fsync: it survives the process, not the OS). Ctrl-C,
   a normal exit and :meth:`close` drain the queue; after a ``kill -9`` the next process that
   opens the cache commits the dead process's journal, so only requests in flight are lost.
@@ -90,9 +90,12 @@ def cache_key(
     return stable_digest(fields)
 
 
-_JOURNAL_ROTATE_BYTES = 4 << 20
-"""A journal grows while the writer lags (another process holding the lock); past this size
-new answers go to a fresh journal and the old one is deleted once all its rows are in."""
+_JOURNAL_RECYCLE_BYTES = 256 << 10
+"""Once the writer has caught up and the journal is past this size, answers go to a fresh
+journal and the old one (all committed) is deleted."""
+_JOURNAL_ROTATE_BYTES = 16 << 20
+"""Past this size (the writer lagging: another process holding the lock) the journal is
+replaced even if not caught up; the old one goes once all its rows are committed."""
 
 
 class _Journal:
@@ -133,10 +136,6 @@ class _Journal:
         line = f"{key}\t{created!r}\t{value}\n".encode()
         os.write(self.fd, line)
         self.size += len(line)
-
-    def clear(self) -> None:
-        os.ftruncate(self.fd, 0)
-        self.size = 0
 
     def delete(self) -> None:
         os.close(self.fd)
@@ -186,7 +185,7 @@ class CompletionCache:
     """Completions by key in one SQLite file; safe across processes and threads.
 
     Reads happen on the caller's thread (WAL readers never wait for a writer); writes are
-    queued to one writer thread (see the module docstring for what that guarantees).
+    journaled by the caller and committed by one writer thread (see the module docstring).
     """
 
     def __init__(self, path: Path | None = None) -> None:
@@ -206,8 +205,8 @@ class CompletionCache:
         self._enqueued = 0
         self._committed = 0
         self.max_pending = 0
-        """The largest number of answers ever waiting for the writer in this process: what
-        a ``kill -9`` at the worst moment would have cost (they are asked for again)."""
+        """The largest number of answers ever waiting for the writer in this process (held
+        meanwhile in memory and in the journal): how far the database lagged."""
         self._error: BaseException | None = None
         self._closed = False
         self._journal = _Journal.open(self.path)
@@ -248,8 +247,9 @@ class CompletionCache:
         return found
 
     def put(self, key: str, completion: Completion) -> None:
-        """Queue a successful completion for the writer (returns at once; it counts as
-        saved once committed, see :meth:`flush`). Failures are refused."""
+        """Store a successful completion: returns at once, with the answer in this process's
+        journal (safe from a ``kill -9`` from then on); the writer commits it to the
+        database within milliseconds (:meth:`flush` waits for that). Failures are refused."""
         if completion.failure is not None:
             raise ValueError("failures are never cached")
         if self._error is not None:
@@ -261,12 +261,18 @@ class CompletionCache:
         self._enqueue((key, completion.model_dump_json(exclude={"cached"}), time.time()))
 
     def _enqueue(self, row: tuple[str, str, float]) -> None:
-        with self._state:
-            if self._journal is not None:
-                self._journal.append(*row)
-            self._enqueued += 1
-            self.max_pending = max(self.max_pending, self._enqueued - self._committed)
-            self._rows.append(row)
+        """No lock on this path (it runs per answer on the event loop). The order matters:
+        count first, then pick the journal, so a journal the writer retires has an upper
+        bound on the rows written to it (see :meth:`_rotate_journal`). One producer thread
+        at a time (the one running the event loop)."""
+        self._enqueued += 1
+        journal = self._journal
+        if journal is not None:
+            journal.append(*row)
+        self._rows.append(row)
+        pending = self._enqueued - self._committed
+        if pending > self.max_pending:
+            self.max_pending = pending
         if self._writer_idle:
             self._wake.set()
 
@@ -355,7 +361,7 @@ class CompletionCache:
                 with self._state:
                     self._committed += len(batch)
                     if self._error is None:
-                        self._trim_journal()
+                        self._rotate_journal()
                     self._state.notify_all()
         finally:
             db.close()
@@ -366,20 +372,25 @@ class CompletionCache:
                             journal.delete()
                     self._journal = self._retired = None
 
-    def _trim_journal(self) -> None:
-        """Called under ``_state`` after a commit: drop journal rows now in the database."""
+    def _rotate_journal(self) -> None:
+        """After a commit (writer thread): delete the retired journal once every row
+        written to it is committed; retire the current one when it has grown.
+
+        The new journal is installed *before* reading the count, so every row written to
+        the retired one was counted by then (puts count before picking a journal) and rows
+        are committed in the order they were counted."""
         if self._retired is not None and self._committed >= self._retired[1]:
             self._retired[0].delete()
             self._retired = None
         journal = self._journal
-        if journal is None:
+        if journal is None or self._retired is not None:
             return
-        if self._committed == self._enqueued:
-            if journal.size:
-                journal.clear()
-        elif journal.size > _JOURNAL_ROTATE_BYTES and self._retired is None:
-            self._retired = (journal, self._enqueued)
+        caught_up = self._committed == self._enqueued
+        if (caught_up and journal.size > _JOURNAL_RECYCLE_BYTES) or (
+            journal.size > _JOURNAL_ROTATE_BYTES
+        ):
             self._journal = _Journal.open(self.path)
+            self._retired = (journal, self._enqueued)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

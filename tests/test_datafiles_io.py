@@ -144,3 +144,18 @@ def test_a_killed_writer_leaves_no_temp_file_after_the_next_write(tmp_path: Path
     assert list(tmp_path.glob(".annotations.jsonl.*.tmp")) == [unrelated]
     assert read_records(out) == [{"kind": "parse", "message": "m", "attempts": 1}]
     assert os.path.exists(out)
+
+
+def test_invalid_utf8_in_an_annotation_file_through_evaluate(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from simfarm.cli import app
+
+    data = b'[{"instruction": "i", "output_1": "a", "output_2": "b\xfe", "preference": 2}]'
+    path = tmp_path / "annotations.json"
+    path.write_bytes(data)
+    result = CliRunner().invoke(app, ["evaluate", "--annotations", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "annotations.json" in result.output
+    offset = data.index(b"\xfe")
+    assert f"byte {offset}" in result.output

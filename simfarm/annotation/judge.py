@@ -50,6 +50,9 @@ class PlannedRequest:
     stage: str | None = None
     """The step of a multi-stage judge that asks; enters the cache key. None for
     single-stage judges (their keys then equal the stage-less keys of earlier versions)."""
+    backend: BackendSpec | None = None
+    """Another backend for this request (e.g. a cheap model simulates an outcome, a strong
+    one judges it); None: the judge's own :attr:`Judge.backend`."""
 
 
 @dataclass(kw_only=True)

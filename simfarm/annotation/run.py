@@ -160,7 +160,6 @@ class _Unit:
     item: Any
     sample: int
     judge: AnyJudge
-    route: _Route
     readings: dict[str, Any] = field(default_factory=dict)
     """Slot -> reading (None until read), in planned order."""
     waiting: int = 0
@@ -173,6 +172,7 @@ class _Ticket:
 
     unit: _Unit
     planned: PlannedRequest
+    route: _Route
     key: str
 
 
@@ -201,7 +201,7 @@ class _AnnotationRun:
         self.total = len(items) * samples
         self.results: list[Any] = [None] * self.total
         self.executors: dict[str, Executor[_Ticket]] = {}
-        self.routes: dict[int, _Route] = {}
+        self.routes: dict[tuple[int, str | None], _Route] = {}
         self.in_flight: dict[str, list[_Ticket]] = {}
         """Key -> tickets waiting for the answer already requested under that key."""
         self.answered: dict[str, Completion] = {}
@@ -212,6 +212,7 @@ class _AnnotationRun:
         self.cache_hits = 0
         self.error: BaseException | None = None
         self.all_done = asyncio.Event()
+        self.executor_added = asyncio.Event()
         self.started = time.perf_counter()
 
     async def run(self) -> tuple[list[Any], RunStats]:
@@ -219,7 +220,7 @@ class _AnnotationRun:
             self.progress(0, self.total, 0.0)
         if self.total == 0:
             self.all_done.set()
-        waits: list[asyncio.Future[Any]] = []
+        waits: dict[str, asyncio.Future[Any]] = {}
         try:
             # Plan in growing chunks, so the first requests are in flight while later
             # prompts are still being built.
@@ -229,21 +230,17 @@ class _AnnotationRun:
                 self._plan(range(start, end))
                 start, chunk = end, min(2 * chunk, _MAX_CHUNK)
                 await asyncio.sleep(0)
-            executors = list(self.executors.values())
-            # An executor's wait() returns early only when it fails.
-            waits = [asyncio.ensure_future(executor.wait()) for executor in executors]
-            finished: asyncio.Future[Any] = asyncio.ensure_future(self.all_done.wait())
-            try:
-                await asyncio.wait([finished, *waits], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                finished.cancel()
+            await self._until_done(waits)
             if self.error is not None:
                 raise self.error
-            for executor in executors:
+            for key, executor in self.executors.items():
+                if key not in waits:
+                    waits[key] = asyncio.ensure_future(executor.wait())
+            for executor in self.executors.values():
                 executor.close()
-            await asyncio.gather(*waits)
+            await asyncio.gather(*waits.values())
         finally:
-            for waiting in waits:
+            for waiting in waits.values():
                 waiting.cancel()
             requests_sent = sum(e.counters().requests_sent for e in self.executors.values())
             await asyncio.gather(*(e.aclose() for e in self.executors.values()))
@@ -255,6 +252,28 @@ class _AnnotationRun:
             elapsed_s=time.perf_counter() - self.started,
         )
         return self.results, stats
+
+    async def _until_done(self, waits: dict[str, asyncio.Future[Any]]) -> None:
+        """Wait until every unit is finished, or an executor fails (its wait() returns
+        early only then). Executors that later stages add are watched as they come."""
+        finished: asyncio.Future[Any] = asyncio.ensure_future(self.all_done.wait())
+        try:
+            while not finished.done():
+                self.executor_added.clear()
+                for key, executor in self.executors.items():
+                    if key not in waits:
+                        waits[key] = asyncio.ensure_future(executor.wait())
+                added = asyncio.ensure_future(self.executor_added.wait())
+                try:
+                    await asyncio.wait(
+                        [finished, added, *waits.values()], return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    added.cancel()
+                if any(waiting.done() for waiting in waits.values()):
+                    return
+        finally:
+            finished.cancel()
 
     # -- planning --
 
@@ -269,7 +288,7 @@ class _AnnotationRun:
                 if decided is not None:
                     self._finish(position, decided if sample == 0 else copy.copy(decided))
                     continue
-                unit = _Unit(position, item, sample, judge, self._route_for(judge))
+                unit = _Unit(position, item, sample, judge)
                 self._start_round(unit, judge.plan(item), tickets)
         self._dispatch(tickets)
 
@@ -279,15 +298,16 @@ class _AnnotationRun:
         if not planned:
             raise ValueError(f"judge {unit.judge.id!r} planned no request for an item")
         unit.waiting += len(planned)
-        identity, template_digest = unit.route.identity, unit.judge.template_digest
+        template_digest = unit.judge.template_digest
         for request in planned:
             if request.slot in unit.readings:
                 raise ValueError(f"judge {unit.judge.id!r} planned slot {request.slot!r} twice")
             if unit.sample:
                 request = replace(request, request=request.request.for_sample(unit.sample))
             unit.readings[request.slot] = None
-            key = cache_key(identity, request.request, template_digest, request.stage)
-            tickets.append(_Ticket(unit, request, key))
+            route = self._route_for(unit.judge, request.backend)
+            key = cache_key(route.identity, request.request, template_digest, request.stage)
+            tickets.append(_Ticket(unit, request, route, key))
 
     def _dispatch(self, tickets: list[_Ticket]) -> None:
         """Answer what this run or the cache already has; send the rest (once per key)."""
@@ -311,22 +331,26 @@ class _AnnotationRun:
                     waiting.append(ticket)
                     continue
                 self.in_flight[key] = []
-                ticket.unit.route.executor.submit(Job(ticket.planned.request, ticket))
+                ticket.route.executor.submit(Job(ticket.planned.request, ticket))
             tickets = follow
 
-    def _route_for(self, judge: AnyJudge) -> _Route:
-        """One executor per distinct backend spec; per judge, worked out once."""
-        route = self.routes.get(id(judge))
+    def _route_for(self, judge: AnyJudge, backend: BackendSpec | None) -> _Route:
+        """One executor per distinct backend spec; per judge (and per backend a request
+        names), worked out once."""
+        route_key = (id(judge), None if backend is None else stable_digest(backend.model_dump()))
+        route = self.routes.get(route_key)
         if route is None:
-            if judge.backend is None:
+            declared = backend or judge.backend
+            if declared is None:
                 raise ConfigError(f"judge {judge.id!r} needs a model but declares no backend")
-            spec = self.overrides.apply(judge.backend)
+            spec = self.overrides.apply(declared)
             spec_key = stable_digest(spec.model_dump(mode="json"))
             executor = self.executors.get(spec_key)
             if executor is None:
                 executor = self.executor_factory(spec, self._on_result)
                 self.executors[spec_key] = executor
-            route = self.routes[id(judge)] = _Route(executor, executor.identity())
+                self.executor_added.set()
+            route = self.routes[route_key] = _Route(executor, executor.identity())
         return route
 
     # -- results --
@@ -590,15 +614,25 @@ def annotate_pairs(
     use_cache: bool = True,
     both_orders: bool = False,
     progress: ProgressCallback | None = None,
+    session: BackendSession | None = None,
     executor_factory: ExecutorFactory | None = None,
 ) -> list[PairwiseAnnotation]:
-    """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API."""
+    """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API.
+
+    Pass a ``with BackendSession()`` session when calling it repeatedly (one model file
+    after another): a local judge then loads once."""
     loaded = load_annotator(persona, annotators_dirs)
     if both_orders:
         loaded = with_both_orders(loaded)
-    return annotate(
-        items, loaded, use_cache=use_cache, progress=progress, executor_factory=executor_factory
-    ).annotations
+    result = annotate(
+        items,
+        loaded,
+        use_cache=use_cache,
+        progress=progress,
+        session=session,
+        executor_factory=executor_factory,
+    )
+    return result.annotations
 
 
 def with_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | LoadedPool:

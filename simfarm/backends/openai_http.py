@@ -286,10 +286,15 @@ class OpenAIHTTPBackend(Backend):
                 ):
                     message = str(failed)
                     if failed.retry:
+                        asked = (
+                            f"; the server asked to wait {failed.retry_after:g}s more"
+                            if failed.retry_after
+                            else ""
+                        )
                         message += (
                             f" (gave up after {attempts} attempts in "
                             f"{time.monotonic() - started:.1f}s; retry_budget_s="
-                            f"{self.options.retry_budget_s:g})"
+                            f"{self.options.retry_budget_s:g}{asked})"
                         )
                     return Completion(
                         latency_s=time.monotonic() - started,

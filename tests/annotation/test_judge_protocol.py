@@ -21,8 +21,9 @@ from simfarm.annotation import (
     judges_for,
     load_annotator,
 )
-from simfarm.backends import BackendSpec
+from simfarm.backends import Backend, BackendSpec, create_backend
 from simfarm.errors import ConfigError
+from simfarm.execution import BackendSession
 from simfarm.testing.openai_server import RunningServer, start_server
 from simfarm.types import ChatMessage, Completion, CompletionRequest, DecodingParams, Failure
 
@@ -63,11 +64,14 @@ class CritiqueThenScore(Judge[Answer, Read, CritiqueScore, CritiqueSummary]):
 
     kind = "critique_score"
 
-    def __init__(self, server: RunningServer, same_prompt: bool = False) -> None:
+    def __init__(
+        self, server: RunningServer, same_prompt: bool = False, scorer: str | None = None
+    ) -> None:
         self.id = "critic"
-        self.backend = BackendSpec(
-            name="openai", model="fake", options={"base_url": server.base_url, "timeout_s": 5.0}
-        )
+        options = {"base_url": server.base_url, "timeout_s": 5.0}
+        self.backend = BackendSpec(name="openai", model="fake", options=options)
+        self.scorer = BackendSpec(name="openai", model=scorer, options=options) if scorer else None
+        """Stage 2 on another model, when given."""
         self.template_digest = "critique-score-v1"
         self.same_prompt = same_prompt
 
@@ -101,7 +105,7 @@ class CritiqueThenScore(Judge[Answer, Read, CritiqueScore, CritiqueSummary]):
             if self.same_prompt
             else f"Given this critique: {readings['critique'].text}\nScore: {item.answer}"
         )
-        return [PlannedRequest("score", self._ask(prompt), "score")]
+        return [PlannedRequest("score", self._ask(prompt), "score", backend=self.scorer)]
 
     def combine(self, item: Answer, readings: Mapping[str, Read]) -> CritiqueScore:
         failures = [r.failure for r in readings.values() if r.failure is not None]
@@ -172,3 +176,22 @@ def test_a_pool_must_not_mix_judge_kinds(tmp_path: Path) -> None:
     assert isinstance(pairwise, Judge)
     with pytest.raises(ConfigError, match=r"mixes judge kinds .*critique_score: critic"):
         JudgePool(id="mixed", judges=[critic, pairwise])  # type: ignore[list-item]
+
+
+def test_a_later_stage_may_ask_another_model(tmp_path: Path) -> None:
+    built: list[str] = []
+
+    def factory(spec: BackendSpec) -> Backend:
+        built.append(spec.model)
+        return create_backend(spec)
+
+    cache = tmp_path / "cache.sqlite"
+    with start_server(policy="random") as server:
+        judge = CritiqueThenScore(server, scorer="scorer")
+        with BackendSession(factory) as session:
+            first = annotate(answers(6), judge, cache_path=cache, session=session)
+            assert server.stats()["requests"] == 12
+            annotate(answers(6), judge, cache_path=cache, session=session)
+            assert server.stats()["requests"] == 12
+    assert built == ["fake", "scorer"]
+    assert first.summary.n_scored == 6
