@@ -361,15 +361,14 @@ def test_a_killed_driver_loses_only_what_was_in_flight(tmp_path: Path) -> None:
         driver.wait()
         first = server.stats()["requests"]
         assert first < n, "the run finished before it was killed"
-        # The runtime dies with its driver: gcs_server, raylet and the actors at once; Ray's
-        # two agents notice the raylet is gone and exit on their own (measured: ~1 minute).
+        # The runtime dies with its driver: gcs_server, raylet and the actors at once. Ray's
+        # two agents notice the raylet is gone and exit on their own, about a minute later
+        # (measured; not waited for here, to keep the suite short).
         agents = [p for p in helpers if p.name() in _RAY_AGENTS]
         _, alive = psutil.wait_procs([p for p in helpers if p not in agents], timeout=30)
         assert not _running(alive), _running(alive)
         rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         total = server.stats()["requests"]
-    _, alive = psutil.wait_procs(agents, timeout=120)
-    assert not _running(alive), _running(alive)
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == n
     assert n <= total <= n + actors * in_flight
