@@ -34,10 +34,9 @@ from simfarm.training.policy import (
     resolve_device,
     resolve_dtype,
 )
+from simfarm.training.reward_model import CHECKPOINT_INFO
 from simfarm.training.run import RecipeOutcome, RunContext
 
-CHECKPOINT_INFO = "simfarm_checkpoint.json"
-"""Written into the final checkpoint: which method and base model produced it."""
 
 TRL_SPEC = ">=1.0,<2"
 """The TRL versions this adapter is written and tested against (pyproject's ``train`` extra)."""
@@ -140,6 +139,9 @@ def _train(
     else:
         metrics.truncate_after(step, stage="train")
         metrics.truncate_after(step, stage="eval")
+    attempts = context.manifest_extra.setdefault("attempts", [])
+    attempts.append({"resumed_from_step": step, "checkpoint": checkpoint})
+    context.write_manifest()
     initial: dict[str, float] = {}
     if trainer.eval_dataset is not None:
         logged = [r for r in metrics.read() if r.get("stage") == "eval_initial"]
