@@ -133,9 +133,10 @@ def main() -> None:
                 started = time.perf_counter()
                 runtime = run(model_dir, pairs, root / f"{side}-{repeat}", options.steps)
                 times[side].append(runtime / options.steps)
+                total = time.perf_counter() - started
                 print(
                     f"{side:8s} repeat {repeat}: {runtime / options.steps * 1000:.1f} ms/step "
-                    f"(train loop {runtime:.2f} s, with setup {time.perf_counter() - started:.2f} s)"
+                    f"(train loop {runtime:.2f} s, with setup {total:.2f} s)"
                 )
         best = {side: min(values) for side, values in times.items()}
         print(f"simfarm: {best['simfarm'] * 1000:.1f} ms/step (best of {options.repeats})")
