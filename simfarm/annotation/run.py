@@ -322,18 +322,13 @@ def annotate_pairs(
     annotators_dirs: list[Path] | None = None,
     use_cache: bool = True,
     both_orders: bool = False,
-    show_progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> list[PairwiseAnnotation]:
     """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API."""
     loaded = load_annotator(persona, annotators_dirs)
     if both_orders:
         loaded = with_both_orders(loaded)
-    if not show_progress:
-        return annotate(items, loaded, use_cache=use_cache).annotations
-    from simfarm.progress import annotation_progress
-
-    with annotation_progress(len(items), loaded.spec.id) as callback:
-        return annotate(items, loaded, use_cache=use_cache, progress=callback).annotations
+    return annotate(items, loaded, use_cache=use_cache, progress=progress).annotations
 
 
 def with_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | LoadedPool:

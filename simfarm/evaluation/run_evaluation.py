@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simfarm.datafiles import load_model_outputs, pair_outputs, write_records
 from simfarm.errors import ConfigError
@@ -20,6 +21,9 @@ from simfarm.evaluation.leaderboard import Leaderboard, build_leaderboard, write
 from simfarm.evaluation.plots import plot_leaderboard
 from simfarm.record_checks import BadRecordPolicy, RecordIssue
 from simfarm.types import PairwiseAnnotation
+
+if TYPE_CHECKING:
+    from simfarm.annotation.run import ProgressCallback
 
 AnnotateFn = Callable[..., list[PairwiseAnnotation]]
 
@@ -65,7 +69,7 @@ def from_model_outputs(
     both_orders: bool = False,
     use_cache: bool = True,
     annotators_dirs: list[Path] | None = None,
-    show_progress: bool = False,
+    progress: ProgressCallback | None = None,
     annotate: AnnotateFn | None = None,
 ) -> EvaluationInputs:
     """Judge each model's outputs against the reference's (paired by instruction)."""
@@ -94,7 +98,7 @@ def from_model_outputs(
             annotators_dirs=annotators_dirs,
             use_cache=use_cache,
             both_orders=both_orders,
-            show_progress=show_progress,
+            progress=progress,
         )
         for annotation in annotations:
             inputs.annotations.setdefault(annotation.generator_2, []).append(annotation)

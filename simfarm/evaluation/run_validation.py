@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simfarm.errors import ConfigError
 from simfarm.evaluation.human_sets import (
@@ -31,6 +32,9 @@ from simfarm.evaluation.validation import (
     system_ranking,
 )
 from simfarm.types import Failure, PairwiseAnnotation, PairwiseItem
+
+if TYPE_CHECKING:
+    from simfarm.annotation.run import ProgressCallback
 
 AnnotateFn = Callable[..., list[PairwiseAnnotation]]
 """``annotate_pairs(items, persona, *, both_orders=..., use_cache=..., ...)``."""
@@ -59,7 +63,7 @@ def run_annotator(
     samples: int = 1,
     use_cache: bool = True,
     annotators_dirs: list[Path] | None = None,
-    show_progress: bool = False,
+    progress: ProgressCallback | None = None,
     annotate: AnnotateFn | None = None,
 ) -> list[list[PairwiseAnnotation]]:
     """``samples`` runs of the annotator over the pairs. Extra samples bypass the cache (a
@@ -76,7 +80,7 @@ def run_annotator(
             annotators_dirs=annotators_dirs,
             use_cache=use_cache and k == 0,
             both_orders=both_orders,
-            show_progress=show_progress,
+            progress=progress,
         )
         for k in range(samples)
     ]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from simfarm.cli_evaluation import app
+from simfarm.cli import app
 
 from ._shared import ALPACA, annotation_files, published_rows
 

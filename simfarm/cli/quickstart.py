@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simfarm.cli_common import console, err_console, fail
+from simfarm.cli.common import console, err_console, fail
 from simfarm.errors import SimfarmError
 from simfarm.paths import bundled_data_dir
 
@@ -37,10 +37,10 @@ def quickstart(
 ) -> None:
     """Run the main job offline: simulated pairwise feedback and a leaderboard."""
     from simfarm.annotation import annotate, load_annotator
+    from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import load_model_outputs, pair_outputs, write_records
     from simfarm.evaluation.leaderboard import build_leaderboard, write_leaderboard
     from simfarm.evaluation.plots import plot_leaderboard
-    from simfarm.progress import annotation_progress
 
     source = outputs or bundled_data_dir("evals") / "quickstart" / "outputs.json"
     try:
@@ -106,7 +106,3 @@ def _print(boards: dict, persona: str, out: Path) -> None:
     for note in judged[0].judge_agreement or ["no measured human agreement for this judge"]:
         console.print(f"[bold yellow]judge quality:[/] {note}", highlight=False)
     console.print(f"written under {out}/ (annotations, leaderboard.csv/.json/.md/.png per judge)")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("quickstart")(quickstart)

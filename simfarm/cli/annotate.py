@@ -1,4 +1,4 @@
-"""The ``simfarm`` command line (typer + rich)."""
+"""``simfarm annotate``: judge pairs with a persona or pool, write one record per pair."""
 
 from __future__ import annotations
 
@@ -8,26 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from simfarm.cli_common import AnnotatorsDirs, console, err_console, fail
+from simfarm.cli.common import AnnotatorsDirs, console, err_console, fail
 from simfarm.errors import SimfarmError
 
 if TYPE_CHECKING:
     from simfarm.annotation import AnnotationSummary
 
-app = typer.Typer(
-    name="simfarm",
-    help="Simulated annotators and feedback-learning experiments, cheaply, in simulation.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-personas_app = typer.Typer(help="List, show and validate annotator personas and pools.")
-app.add_typer(personas_app, name="personas")
 
-
-@app.command()
 def annotate(
     persona: Annotated[str, typer.Option(help="Persona or pool id (or a path to its YAML).")],
     out: Annotated[Path, typer.Option(help="Output file: .jsonl, .json or .parquet.")],
@@ -76,8 +65,8 @@ def annotate(
     """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
     from simfarm.annotation import BackendOverrides, load_annotator, with_both_orders
     from simfarm.annotation import annotate as run_annotation
+    from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import load_model_outputs, load_pairs, pair_outputs, write_records
-    from simfarm.progress import annotation_progress
     from simfarm.record_checks import (
         RecordIssue,
         check_policy,
@@ -164,71 +153,3 @@ def _print_summary(summary: AnnotationSummary, out: Path) -> None:
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
-
-
-@personas_app.command("list")
-def personas_list(annotators_dir: AnnotatorsDirs = None) -> None:
-    """Every persona and pool on the search path."""
-    from simfarm.annotation import iter_annotator_files, read_spec
-
-    table = Table("id", "kind", "backend / rule", "description")
-    for path in iter_annotator_files(annotators_dir):
-        try:
-            spec = read_spec(path)
-        except SimfarmError as error:
-            table.add_row(path.stem, "[red]invalid[/]", "", escape(str(error).splitlines()[0]))
-            continue
-        if spec.kind == "pool":
-            how = ", ".join(m.persona for m in spec.members)
-        else:
-            backend = spec.backend
-            how = spec.rule or (
-                ":".join(p for p in (backend.name, backend.model) if p) if backend else ""
-            )
-        table.add_row(spec.id, spec.kind, how, escape(spec.description))
-    console.print(table)
-
-
-@personas_app.command("show")
-def personas_show(name: str, annotators_dir: AnnotatorsDirs = None) -> None:
-    """A persona or pool, validated, as JSON (defaults filled in)."""
-    from simfarm.annotation import load_annotator
-
-    try:
-        loaded = load_annotator(name, annotators_dir)
-    except SimfarmError as error:
-        raise fail(error) from None
-    console.print_json(loaded.spec.model_dump_json())
-
-
-@personas_app.command("schema")
-def personas_schema(
-    out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
-) -> None:
-    """The JSON schema of persona and pool files (for editors)."""
-    from simfarm.annotation import annotator_json_schema
-
-    text = json.dumps(annotator_json_schema(), indent=2) + "\n"
-    if out is None:
-        print(text, end="")
-    else:
-        out.write_text(text, encoding="utf-8")
-
-
-def _register_commands() -> None:
-    from simfarm.cli_evaluation import register as register_evaluation
-    from simfarm.quickstart import register as register_quickstart
-
-    register_evaluation(app)
-    register_quickstart(app)
-
-
-_register_commands()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

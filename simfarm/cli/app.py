@@ -1,0 +1,64 @@
+"""The ``simfarm`` command line: one typer app, one module per command.
+
+How a command is added: write ``simfarm/cli/<name>.py`` holding the command function (typer
+options as ``Annotated`` parameters; shared options, consoles and :func:`fail` come from
+:mod:`simfarm.cli.common`; import heavy libraries inside the function, so ``simfarm --help``
+stays fast), then register it below with one line, ``app.command("<name>")(<name>.<function>)``;
+a command group (``simfarm <group> <command>``) is a ``typer.Typer`` in its module, mounted
+with ``app.add_typer(<module>.app, name="<group>")``. Commands are listed in ``--help`` in the
+order they are registered here. The library never imports this package: progress and
+printing stay here, and reach the library as callbacks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from simfarm.cli import annotate, correlate, evaluate, personas, quickstart, train, validate
+
+app = typer.Typer(
+    name="simfarm",
+    help="Simulated annotators and feedback-learning experiments, cheaply, in simulation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from simfarm import __version__
+
+        print(f"simfarm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print simfarm's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Simulated annotators and feedback-learning experiments, cheaply, in simulation."""
+
+
+# --- the commands, in --help order ---------------------------------------------------------
+app.command("annotate")(annotate.annotate)
+app.command("evaluate")(evaluate.evaluate)
+app.command("validate")(validate.validate)
+app.command("correlate")(correlate.correlate)
+app.command("quickstart")(quickstart.quickstart)
+app.command("train")(train.train)
+app.add_typer(personas.app, name="personas")
+
+
+def main() -> None:
+    """The ``simfarm`` console script."""
+    app()
