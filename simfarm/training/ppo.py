@@ -297,7 +297,11 @@ class PPOTrainer:
         mask = response_mask(responses, self.eos_token_ids)
         attention_mask = torch.cat([encoded["attention_mask"], mask], dim=1)
         float_mask = mask.float()
-        texts = self.tokenizer.batch_decode(responses * mask, skip_special_tokens=True)
+        lengths = mask.sum(dim=1).tolist()
+        texts = [
+            self.tokenizer.decode(row[: int(length)], skip_special_tokens=True)
+            for row, length in zip(responses, lengths, strict=True)
+        ]
         scored = self.score(instructions, inputs, texts, references)
         scores = torch.tensor(scored.scores, dtype=torch.float32, device=self.device)
         if self.hp.score_clip is not None:
