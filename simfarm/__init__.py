@@ -17,6 +17,7 @@ from simfarm.annotation import (
 from simfarm.backends import Backend, BackendSpec, create_backend
 from simfarm.cache import CompletionCache
 from simfarm.errors import ConfigError, MissingExtraError, SimfarmError
+from simfarm.execution import BackendSession
 from simfarm.types import (
     ChatMessage,
     Completion,
@@ -34,6 +35,7 @@ __all__ = [
     "AnnotationSummary",
     "AnnotatorPool",
     "Backend",
+    "BackendSession",
     "BackendSpec",
     "ChatMessage",
     "Completion",

@@ -25,6 +25,7 @@ FailureKind = Literal[
     "parse",  # the judge answered, but no verdict could be read from it
     "backend",  # any other backend failure (a local model raised, ...)
     "input",  # the item itself is unusable (e.g. a missing output)
+    "worker",  # the workers sending it kept dying (e.g. Ray actors killed)
 ]
 
 
@@ -75,6 +76,10 @@ class CompletionRequest(Record):
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     params: DecodingParams = Field(default_factory=DecodingParams)
+    sample_index: int = Field(default=0, ge=0)
+    """Which of k independent samples of the same request this is (best-of-n, judge
+    variance, ``samples=k``): sample ``i`` has its own cache entry. Backends do not see it;
+    :meth:`for_sample` also shifts a fixed ``seed`` so the k samples really differ."""
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> CompletionRequest:
@@ -87,12 +92,28 @@ class CompletionRequest(Record):
         return "chat" if self.messages is not None else "completions"
 
     def content_fields(self) -> dict[str, Any]:
-        """The fields that determine the output, for cache keys."""
-        return {
+        """The fields that determine the output, for cache keys.
+
+        ``sample_index`` enters only when it is not 0, so the key of sample 0 is the key the
+        same request had before samples existed (caches made then keep matching)."""
+        fields: dict[str, Any] = {
             "messages": [m.model_dump() for m in self.messages] if self.messages else None,
             "prompt": self.prompt,
             "params": self.params.model_dump(),
         }
+        if self.sample_index:
+            fields["sample_index"] = self.sample_index
+        return fields
+
+    def for_sample(self, index: int) -> CompletionRequest:
+        """The same request as sample ``index``; a fixed seed becomes ``seed + index`` so the
+        samples differ on backends that honour seeds (without a seed they differ anyway)."""
+        if index == self.sample_index:
+            return self
+        params = self.params
+        if params.seed is not None:
+            params = params.model_copy(update={"seed": params.seed + index - self.sample_index})
+        return self.model_copy(update={"sample_index": index, "params": params})
 
 
 class TokenLogprob(Record):

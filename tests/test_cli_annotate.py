@@ -297,8 +297,9 @@ def test_api_key_never_reaches_output_cache_or_logs(tmp_path: Path) -> None:
     assert "HTTP 401" in (tmp_path / "o.jsonl").read_text()
     for blob in (stdout, stderr, (tmp_path / "o.jsonl").read_text()):
         assert secret not in blob
-    for path in tmp_path.glob("cache.sqlite*"):
-        assert secret.encode() not in path.read_bytes()
+    for path in tmp_path.glob("cache.sqlite*"):  # the database, its WAL, its journals
+        for file in [path] if path.is_file() else list(path.iterdir()):
+            assert secret.encode() not in file.read_bytes()
 
 
 def test_pool_assigns_members_and_records_them(tmp_path: Path) -> None:

@@ -1,5 +1,13 @@
 """Simulated annotators: personas and pools declared as data, and the runs that apply them."""
 
+from simfarm.annotation.judge import (
+    Judge,
+    JudgePool,
+    PlannedRequest,
+    Reading,
+    RunStats,
+    parse_retry,
+)
 from simfarm.annotation.loader import (
     LoadedPersona,
     LoadedPool,
@@ -8,6 +16,7 @@ from simfarm.annotation.loader import (
     load_annotator,
     read_spec,
 )
+from simfarm.annotation.pairwise import PairwiseJudge, Verdict
 from simfarm.annotation.persona import AnnotatorPool, PairwisePersona, PoolMember
 from simfarm.annotation.run import (
     AnnotationResult,
@@ -16,6 +25,8 @@ from simfarm.annotation.run import (
     annotate,
     annotate_async,
     annotate_pairs,
+    judge_for_persona,
+    judges_for,
     with_both_orders,
 )
 
@@ -24,16 +35,26 @@ __all__ = [
     "AnnotationSummary",
     "AnnotatorPool",
     "BackendOverrides",
+    "Judge",
+    "JudgePool",
     "LoadedPersona",
     "LoadedPool",
+    "PairwiseJudge",
     "PairwisePersona",
+    "PlannedRequest",
     "PoolMember",
+    "Reading",
+    "RunStats",
+    "Verdict",
     "annotate",
     "annotate_async",
     "annotate_pairs",
     "annotator_json_schema",
     "iter_annotator_files",
+    "judge_for_persona",
+    "judges_for",
     "load_annotator",
+    "parse_retry",
     "read_spec",
     "with_both_orders",
 ]

@@ -1,7 +1,8 @@
 """One persona judging pairs: prompt building, order randomisation, verdicts.
 
-This module decides *what* to ask and how to read the answer; :mod:`simfarm.annotation.run`
-decides when and through which backend. Everything random here (shown order, label noise)
+The pairwise kind of :class:`~simfarm.annotation.judge.Judge`. This module decides *what*
+to ask and how to read the answer; :mod:`simfarm.annotation.run` decides when and through
+which backend. Everything random here (shown order, label noise)
 is drawn from ``random.Random`` seeded with a sha256 of the item's content and the persona
 id, never Python's per-process salted ``hash()``, so reruns and other machines make the same
 choices (AlpacaFarm's pool assignment was not reproducible for exactly that reason).
@@ -9,9 +10,13 @@ choices (AlpacaFarm's pool assignment was not reproducible for exactly that reas
 
 from __future__ import annotations
 
-import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict
+
+from simfarm.annotation.judge import Judge, PlannedRequest, Reading, RunStats, seeded_rng
 from simfarm.annotation.loader import LoadedPersona
 from simfarm.annotation.parsers import ParseError
 from simfarm.types import (
@@ -20,25 +25,51 @@ from simfarm.types import (
     Failure,
     PairwiseAnnotation,
     PairwiseItem,
-    stable_digest,
 )
 
+__all__ = [
+    "AnnotationSummary",
+    "PairwiseJudge",
+    "Verdict",
+    "seeded_rng",
+    "unswap",
+]
 
-def seeded_rng(*parts: object) -> random.Random:
-    """A generator seeded from the sha256 of ``parts`` (stable across processes)."""
-    return random.Random(int(stable_digest([str(p) for p in parts])[:16], 16))
+SHOWN, SWAPPED = "shown", "swapped"
+"""Slot names: the pair shown in its own order, or swapped."""
 
 
-@dataclass
-class Verdict:
+class AnnotationSummary(BaseModel):
+    """What a pairwise run did: outcomes, failures by kind, cost and time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    annotator: str
+    n_items: int
+    n_annotated: int
+    n_failed: int
+    failures_by_kind: dict[str, int]
+    n_output_1_wins: int
+    n_output_2_wins: int
+    n_ties: int
+    requests_sent: int
+    """HTTP/model requests made in this run, retries included (0 on a fully cached rerun)."""
+    cache_hits: int
+    cost_usd: float
+    """Spent in this run (cached answers cost nothing now)."""
+    cost_usd_total: float
+    """What all these annotations cost when they were first made."""
+    elapsed_s: float
+
+
+@dataclass(kw_only=True)
+class Verdict(Reading):
     """One order's reading, already mapped back to the item's own order."""
 
     swapped: bool
-    completion: Completion
     preference: float | None = None
     probability: float | None = None
     """P(output_2 wins), for logprob judges."""
-    failure: Failure | None = None
 
 
 def unswap(preference: float, swapped: bool) -> float:
@@ -46,17 +77,19 @@ def unswap(preference: float, swapped: bool) -> float:
     return 3.0 - preference if swapped else preference
 
 
-class PairwiseJudge:
-    """A loaded persona, ready to build requests and read answers."""
+class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationSummary]):
+    """A loaded pairwise persona, ready to build requests and read answers."""
+
+    kind = "pairwise"
 
     def __init__(self, persona: LoadedPersona, pool: str | None = None) -> None:
         self.persona = persona
         self.spec = persona.spec
+        self.id = persona.spec.id
         self.pool = pool
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
+        self.backend = persona.spec.backend
+        self.template_digest = persona.template.digest if persona.template else None
+        self.max_parse_attempts = persona.spec.max_parse_attempts
 
     def base_annotation(self, item: PairwiseItem) -> PairwiseAnnotation:
         # Every value comes from an already validated item or persona: construct without
@@ -100,6 +133,13 @@ class PairwiseJudge:
             return annotation
         return None
 
+    def plan(self, item: PairwiseItem) -> list[PlannedRequest]:
+        """One request per shown order."""
+        return [
+            PlannedRequest(SWAPPED if swapped else SHOWN, self.request(item, swapped))
+            for swapped in self.orders(item)
+        ]
+
     def orders(self, item: PairwiseItem) -> list[bool]:
         """Which orders to show: ``[swapped?]``, or both in both-orders mode."""
         if self.spec.both_orders:
@@ -127,21 +167,31 @@ class PairwiseJudge:
             messages=self.persona.template.render_messages(values), params=params
         )
 
-    def read(self, completion: Completion, swapped: bool) -> Verdict:
+    def read(self, item: PairwiseItem, planned: PlannedRequest, completion: Completion) -> Verdict:
         """Parse one completion; a parse failure becomes a Failure of kind ``parse``."""
+        return self.read_verdict(completion, planned.slot == SWAPPED)
+
+    def read_verdict(self, completion: Completion, swapped: bool) -> Verdict:
         if completion.failure is not None:
-            return Verdict(swapped, completion, failure=completion.failure)
+            return Verdict(swapped=swapped, completion=completion, failure=completion.failure)
         try:
             shown, p_second = self.spec.parser.parse(completion)
         except ParseError as error:
-            return Verdict(swapped, completion, failure=Failure(kind="parse", message=str(error)))
+            failure = Failure(kind="parse", message=str(error))
+            return Verdict(swapped=swapped, completion=completion, failure=failure)
         probability = None
         if p_second is not None:
             probability = 1.0 - p_second if swapped else p_second
-        return Verdict(swapped, completion, unswap(shown, swapped), probability)
+        return Verdict(
+            swapped=swapped,
+            completion=completion,
+            preference=unswap(shown, swapped),
+            probability=probability,
+        )
 
-    def combine(self, item: PairwiseItem, verdicts: list[Verdict]) -> PairwiseAnnotation:
+    def combine(self, item: PairwiseItem, readings: Mapping[str, Verdict]) -> PairwiseAnnotation:
         """One annotation from one verdict, or from both orders (mean preference)."""
+        verdicts = list(readings.values())
         annotation = self.base_annotation(item)
         annotation.raw_completion = "\n---\n".join(v.completion.text for v in verdicts)
         annotation.cost_usd = sum(v.completion.cost_usd for v in verdicts)
@@ -161,3 +211,25 @@ class PairwiseJudge:
             signs = [0 if p == 1.5 else (1 if p > 1.5 else -1) for p in preferences]
             annotation.position_consistent = signs[0] == signs[1]
         return annotation
+
+    @classmethod
+    def summarise(
+        cls, annotator: str, records: Sequence[PairwiseAnnotation], stats: RunStats
+    ) -> AnnotationSummary:
+        failures = Counter(a.failure.kind for a in records if a.failure is not None)
+        preferences = [a.preference for a in records if a.preference is not None]
+        return AnnotationSummary(
+            annotator=annotator,
+            n_items=len(records),
+            n_annotated=len(preferences),
+            n_failed=sum(failures.values()),
+            failures_by_kind={str(kind): n for kind, n in failures.items()},
+            n_output_1_wins=sum(p < 1.5 for p in preferences),
+            n_output_2_wins=sum(p > 1.5 for p in preferences),
+            n_ties=sum(p == 1.5 for p in preferences),
+            requests_sent=stats.requests_sent,
+            cache_hits=stats.cache_hits,
+            cost_usd=stats.cost_usd,
+            cost_usd_total=sum(a.cost_usd for a in records),
+            elapsed_s=stats.elapsed_s,
+        )

@@ -13,7 +13,7 @@ JSON schema of these models, for editors (``simfarm personas schema`` regenerate
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -69,7 +69,9 @@ class PairwisePersona(BaseModel):
     """Judge every pair in both orders; the preference is the mean and
     ``position_consistent`` records whether the two verdicts agreed."""
     max_parse_attempts: int = Field(3, ge=1)
-    """Attempts per item when the judge's answer cannot be parsed."""
+    """Attempts per request when the judge's answer cannot be parsed. Greedy decoding
+    (temperature 0) stops after 2 (one identical re-send: a garbled transport); sampled
+    decoding draws a new sample per attempt."""
     measured_agreement: MeasuredAgreement | None = None
     """Human agreement measured for this persona (see :class:`MeasuredAgreement`)."""
     label_noise: float = Field(0.0, ge=0.0, le=0.5)
@@ -97,10 +99,6 @@ class PairwisePersona(BaseModel):
         if self.rule is not None and self.backend is not None:
             raise ValueError("`rule` and `backend` exclude each other")
         return self
-
-    def cache_fields(self) -> dict[str, Any]:
-        """What of the persona (beyond the request itself) changes a cached answer's meaning."""
-        return {"parser": self.parser.model_dump(), "prompt_format": self.prompt_format}
 
 
 class PoolMember(BaseModel):

@@ -33,6 +33,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,8 +75,9 @@ class OpenAIHTTPOptions(BaseModel):
     """After this many consecutive answers that no retry can fix (HTTP 401, 403: the key;
     404: the model or URL), stop sending and fail the remaining requests at once."""
     request_budget: int | None = Field(default=None, ge=0)
-    """At most this many HTTP requests (attempts) in this run; the rest fail with kind
-    ``budget`` and are not cached, so a later run picks them up."""
+    """At most this many HTTP requests (attempts) per session (one ``annotate()`` call when
+    no session is given), shared by every persona on the same endpoint; the rest fail with
+    kind ``budget`` and are not cached, so a later run picks them up."""
     price: PriceTable | None = None
     """USD per million tokens; defaults to the built-in table for known model names."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -125,6 +127,22 @@ def _is_loopback(url: str) -> bool:
 class OpenAIHTTPBackend(Backend):
     name = "openai"
     batch_size = 1
+    options_model = OpenAIHTTPOptions
+    OPERATIONAL_FIELDS = frozenset(
+        {
+            "api_key_env",
+            "max_concurrency",
+            "timeout_s",
+            "retry_budget_s",
+            "max_retries",
+            "backoff_base_s",
+            "backoff_max_s",
+            "stop_after_fatal",
+            "request_budget",
+            "price",
+        }
+    )
+    options: OpenAIHTTPOptions
 
     def __init__(self, model: str, options: OpenAIHTTPOptions | None = None) -> None:
         if not model:
@@ -141,7 +159,6 @@ class OpenAIHTTPBackend(Backend):
         if user is not None:  # aiohttp sends URL credentials as Basic auth: that value too
             register_secret(base64.b64encode(f"{user}:{password or ''}".encode()).decode())
         self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         self._requests_sent = 0
         self._fatal_in_a_row = 0
         self._stopped: Failure | None = None
@@ -177,7 +194,16 @@ class OpenAIHTTPBackend(Backend):
         return cls(spec.model, OpenAIHTTPOptions.model_validate(spec.options))
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "base_url": self._base_url}
+        identity = super().identity()
+        # One server, however its URL is spelt; credentials in the URL never enter a key.
+        identity["options"]["base_url"] = _without_credentials(self._base_url)
+        return identity
+
+    def endpoint(self) -> str:
+        return f"{_without_credentials(self._base_url)} {self.model}"
+
+    def request_budget(self) -> int | None:
+        return self.options.request_budget
 
     @property
     def requests_sent(self) -> int:
@@ -248,8 +274,9 @@ class OpenAIHTTPBackend(Backend):
         """Why this request must not be sent (budget spent, or sending was stopped)."""
         if self._stopped is not None:
             return self._stopped.model_copy(update={"attempts": attempts})
-        budget = self.options.request_budget
-        if budget is not None and self._requests_sent >= budget:
+        limiter = self.limiter
+        budget = limiter.request_budget
+        if budget is not None and limiter.requests_spent >= budget:
             return Failure(
                 kind="budget",
                 message=f"request budget of {budget} requests spent",
@@ -258,8 +285,7 @@ class OpenAIHTTPBackend(Backend):
         return None
 
     async def _complete_one(self, request: CompletionRequest) -> Completion:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        limiter = self.limiter
         path, body = self._body(request)
         attempts = 0
         started = time.monotonic()
@@ -270,12 +296,13 @@ class OpenAIHTTPBackend(Backend):
                 return Completion(failure=refusal)
             attempts += 1
             try:
-                async with self._semaphore:
+                async with limiter.slots():
                     # Checked again inside: a request queued behind the semaphore may find
-                    # that sending stopped while it waited.
+                    # that sending stopped (or the endpoint's budget ran out) while it waited.
                     refusal = self._refusal(attempts - 1)
                     if refusal is not None:
                         return Completion(failure=refusal)
+                    limiter.try_spend()  # cannot refuse: the budget was checked just above
                     self._requests_sent += 1
                     data, warnings = await self._send(path, body)
                 completion = self._parse(data, request, warnings)
@@ -471,6 +498,14 @@ def _completion_logprobs(raw: Any) -> list[TokenLogprob] | None:
         )
         for token, logprob, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=False)
     ]
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a ``user:secret@`` part."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

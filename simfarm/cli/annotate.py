@@ -19,10 +19,22 @@ from simfarm.cli.common import (
     exit_if_failed,
     fail,
 )
+from simfarm.cli.executor_options import (
+    ExecutorOption,
+    RayActorsOption,
+    RayAddressOption,
+    RayInFlightOption,
+    RayNumCpusOption,
+    RayNumGpusOption,
+    RequestsPerMinuteOption,
+    TokensPerMinuteOption,
+    executor_factory_for,
+)
 from simfarm.errors import SimfarmError
 
 if TYPE_CHECKING:
     from simfarm.annotation import AnnotationSummary
+    from simfarm.execution.ray_executor import RayStats
 
 
 def annotate(
@@ -71,6 +83,14 @@ def annotate(
         ),
     ] = "coerce",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_actors: RayActorsOption = None,
+    ray_in_flight: RayInFlightOption = None,
+    ray_num_cpus: RayNumCpusOption = None,
+    ray_num_gpus: RayNumGpusOption = None,
+    requests_per_minute: RequestsPerMinuteOption = None,
+    tokens_per_minute: TokensPerMinuteOption = None,
 ) -> None:
     """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
     from simfarm.annotation import BackendOverrides, load_annotator, with_both_orders
@@ -136,9 +156,21 @@ def annotate(
         if retry_budget is not None:
             options["retry_budget_s"] = retry_budget
         overrides = BackendOverrides(model=model, options=options)
-        with annotation_progress(
-            len(items), loaded.spec.id, err_console if not quiet else Console(quiet=True)
-        ) as progress:
+        with (
+            executor_factory_for(
+                executor,
+                address=ray_address,
+                actors=ray_actors,
+                in_flight=ray_in_flight,
+                num_cpus=ray_num_cpus,
+                num_gpus=ray_num_gpus,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+            ) as (factory, runtime),
+            annotation_progress(
+                len(items), loaded.spec.id, err_console if not quiet else Console(quiet=True)
+            ) as progress,
+        ):
             result = run_annotation(
                 items,
                 loaded,
@@ -146,7 +178,9 @@ def annotate(
                 cache_path=cache_path,
                 backend_overrides=overrides,
                 progress=progress,
+                executor_factory=factory,
             )
+            ray_stats = runtime.stats() if runtime is not None else None
         write_records(out, result.annotations)
     except KeyboardInterrupt:
         err_console.print(
@@ -156,11 +190,13 @@ def annotate(
         raise typer.Exit(code=130) from None
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
-    _print_summary(result.summary, out)
+    _print_summary(result.summary, out, ray_stats)
     exit_if_failed([a.failure for a in result.annotations if a.failure], len(result.annotations))
 
 
-def _print_summary(summary: AnnotationSummary, out: Path) -> None:
+def _print_summary(
+    summary: AnnotationSummary, out: Path, ray_stats: RayStats | None = None
+) -> None:
     table = Table(title=f"simfarm annotate: {summary.annotator}", show_header=False)
     rows = [
         ("pairs", summary.n_items),
@@ -180,6 +216,13 @@ def _print_summary(summary: AnnotationSummary, out: Path) -> None:
         ("time (s)", f"{summary.elapsed_s:.1f}"),
         ("written to", str(out)),
     ]
+    if ray_stats is not None:
+        rows[-1:-1] = [
+            ("ray actors", ray_stats.actors),
+            ("ray actor restarts", ray_stats.actor_restarts),
+            ("ray actors replaced", ray_stats.actor_replacements),
+            ("ray retries (actor died)", ray_stats.retries),
+        ]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)

@@ -16,7 +16,16 @@ from typing import Annotated, Any
 
 import typer
 
-from simfarm.cli import annotate, cache, correlate, evaluate, personas, quickstart, validate
+from simfarm.cli import (
+    annotate,
+    cache,
+    correlate,
+    evaluate,
+    personas,
+    quickstart,
+    train,
+    validate,
+)
 
 
 def _flags_without_value_placeholder() -> None:
@@ -77,6 +86,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("validate")(validate.validate)
 app.command("correlate")(correlate.correlate)
 app.command("quickstart")(quickstart.quickstart)
+app.command("train")(train.train)
 app.add_typer(personas.app, name="personas")
 app.add_typer(cache.app, name="cache")
 

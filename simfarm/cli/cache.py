@@ -22,12 +22,17 @@ CACHE_FILE = "completions.sqlite"
 
 
 def _cache_files(cache_dir: Path) -> list[Path]:
-    """The annotation cache: the SQLite file and its WAL/shared-memory companions."""
-    return [
+    """The annotation cache: the SQLite file, its WAL/shared-memory companions and the
+    ``.unsaved/`` journals (answers not yet committed, which a later open would commit)."""
+    files = [
         cache_dir / f"{CACHE_FILE}{suffix}"
         for suffix in ("", "-wal", "-shm")
         if (cache_dir / f"{CACHE_FILE}{suffix}").is_file()
     ]
+    journals = cache_dir / f"{CACHE_FILE}.unsaved"
+    if journals.is_dir():
+        files += [p for p in journals.rglob("*") if p.is_file()]
+    return files
 
 
 def _tree_bytes(folder: Path) -> int:
@@ -97,6 +102,7 @@ def clear(
         raise typer.Exit(1)
     for path in targets:
         path.unlink(missing_ok=True)
+    shutil.rmtree(cache_dir / f"{CACHE_FILE}.unsaved", ignore_errors=True)
     if models and store.exists():
         shutil.rmtree(store)
     console.print(f"deleted {what}", highlight=False)

@@ -6,6 +6,7 @@ command, so ``simfarm --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,17 @@ from simfarm.cli.common import (
     judged_summary,
     num,
     print_issues,
+)
+from simfarm.cli.executor_options import (
+    ExecutorOption,
+    RayActorsOption,
+    RayAddressOption,
+    RayInFlightOption,
+    RayNumCpusOption,
+    RayNumGpusOption,
+    RequestsPerMinuteOption,
+    TokensPerMinuteOption,
+    executor_factory_for,
 )
 from simfarm.cli.overrides import BaseUrlOverride, ModelOverride, annotate_with_overrides
 from simfarm.errors import SimfarmError
@@ -86,12 +98,21 @@ def evaluate(
     base_url: BaseUrlOverride = None,
     on_bad_record: BadRecordOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar, no table.")] = False,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_actors: RayActorsOption = None,
+    ray_in_flight: RayInFlightOption = None,
+    ray_num_cpus: RayNumCpusOption = None,
+    ray_num_gpus: RayNumGpusOption = None,
+    requests_per_minute: RequestsPerMinuteOption = None,
+    tokens_per_minute: TokensPerMinuteOption = None,
 ) -> None:
     """Win rates and LC win rates against a reference, as an alpaca_eval leaderboard.
 
     From annotation files (--annotations A.json B.json ...), or by judging model outputs
     against reference outputs with an annotator.
     """
+    from simfarm.annotation import annotate_pairs
     from simfarm.cli.progress import runs_progress
     from simfarm.evaluation.difficulty import DIFFICULTY_METHODS, load_difficulty
     from simfarm.evaluation.run_evaluation import (
@@ -116,7 +137,19 @@ def evaluate(
         elif model_outputs:
             if reference_outputs is None or annotator is None:
                 raise SimfarmError("--model-outputs needs --reference-outputs and --annotator")
-            with runs_progress(annotator, annotators_dir, quiet=quiet) as progress:
+            with (
+                executor_factory_for(
+                    executor,
+                    address=ray_address,
+                    actors=ray_actors,
+                    in_flight=ray_in_flight,
+                    num_cpus=ray_num_cpus,
+                    num_gpus=ray_num_gpus,
+                    requests_per_minute=requests_per_minute,
+                    tokens_per_minute=tokens_per_minute,
+                ) as (factory, _),
+                runs_progress(annotator, annotators_dir, quiet=quiet) as progress,
+            ):
                 inputs = from_model_outputs(
                     [*model_outputs, *(str(f) for f in extra)],
                     reference_outputs,
@@ -127,7 +160,8 @@ def evaluate(
                     use_cache=not no_cache,
                     annotators_dirs=annotators_dir,
                     progress=progress,
-                    annotate=annotate_with_overrides(model, base_url),
+                    annotate=annotate_with_overrides(model, base_url, executor_factory=factory)
+                    or functools.partial(annotate_pairs, executor_factory=factory),
                 )
         else:
             raise SimfarmError(

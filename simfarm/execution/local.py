@@ -1,47 +1,38 @@
-"""Run many requests against one backend in this process, as fast as it allows.
+"""The in-process executor: run many requests against one backend on this event loop.
 
 A fixed set of workers (``backend.max_concurrency``) pulls up to ``backend.batch_size``
 requests at a time from one queue: an HTTP backend gets 64 workers taking one request each,
 a local model one worker taking padded batches. Jobs may be submitted while earlier ones
 are already in flight, so a large run starts sending at once instead of after building
 every prompt. Each result is handed to ``on_result`` the moment it arrives (that is where
-the caller commits it to the cache), so a crash loses at most what was in flight.
+the driver commits it to the cache), so a crash loses at most what was in flight.
 ``on_result`` may ask for the job to be sent again (a judge whose answer was unreadable).
+
+The backend is borrowed (a :class:`~simfarm.execution.session.BackendSession` owns it):
+closing the executor stops its workers and leaves the backend open for the next run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic
 
 from simfarm.backends.base import Backend
-from simfarm.types import Completion, CompletionRequest, Failure
-
-JobT = TypeVar("JobT")
-
-
-@dataclass
-class Job(Generic[JobT]):
-    request: CompletionRequest
-    payload: JobT
-    """Whatever the caller needs to route the result back."""
-    attempt: int = 1
+from simfarm.execution.executor import ExecutorCounters, Job, PayloadT, ResultHandler
+from simfarm.types import Completion, Failure
 
 
-ResultHandler = Callable[[Job[JobT], Completion], bool]
-"""Called with each result; returns True to send the job again."""
+class InProcessExecutor(Generic[PayloadT]):
+    """Feeds one backend from a queue; implements :class:`~simfarm.execution.Executor`."""
 
-
-class JobRunner(Generic[JobT]):
-    """Feeds one backend from a queue; use :meth:`submit`, then :meth:`close` and :meth:`wait`."""
-
-    def __init__(self, backend: Backend, on_result: ResultHandler[JobT]) -> None:
+    def __init__(self, backend: Backend, on_result: ResultHandler[PayloadT]) -> None:
         self.backend = backend
         self.on_result = on_result
-        self._queue: asyncio.Queue[Job[JobT]] = asyncio.Queue()
+        self._queue: asyncio.Queue[Job[PayloadT]] = asyncio.Queue()
         self._pending = 0
+        self._submitted = 0
+        self._finished = 0
+        self._sent_before = backend.requests_sent
         self._closed = False
         self._done = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -49,14 +40,17 @@ class JobRunner(Generic[JobT]):
         self._max_workers = max(1, backend.max_concurrency)
         self._batch_size = max(1, backend.batch_size)
 
-    def submit(self, job: Job[JobT]) -> None:
+    def identity(self) -> dict[str, Any]:
+        return self.backend.identity()
+
+    def submit(self, job: Job[PayloadT]) -> None:
         self._pending += 1
+        self._submitted += 1
         self._queue.put_nowait(job)
         if len(self._workers) < min(self._max_workers, self._pending):
             self._workers.append(asyncio.create_task(self._worker()))
 
     def close(self) -> None:
-        """No more jobs will be submitted."""
         self._closed = True
         if self._pending == 0:
             self._done.set()
@@ -65,11 +59,22 @@ class JobRunner(Generic[JobT]):
         try:
             await self._done.wait()
         finally:
-            for task in self._workers:
-                task.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
+            await self.aclose()
         if self._error is not None:
             raise self._error
+
+    def counters(self) -> ExecutorCounters:
+        return ExecutorCounters(
+            submitted=self._submitted,
+            finished=self._finished,
+            requests_sent=self.backend.requests_sent - self._sent_before,
+        )
+
+    async def aclose(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
 
     async def _worker(self) -> None:
         while True:
@@ -88,10 +93,12 @@ class JobRunner(Generic[JobT]):
                     self._error = error
                     self._done.set()
                     raise
-                if again:
+                if again is not None:
+                    job.request = again
                     job.attempt += 1
                     self._queue.put_nowait(job)
                 else:
                     self._pending -= 1
+                    self._finished += 1
             if self._closed and self._pending == 0:
                 self._done.set()

@@ -98,14 +98,26 @@ def test_ten_percent_faults_lose_nothing_and_failures_are_not_cached(tmp_path: P
 
 
 def test_unparseable_answers_are_retried_then_reported(tmp_path: Path) -> None:
+    """Greedy: one identical retry only (re-sending the same greedy request again cannot
+    help); sampled: every attempt a new draw, up to ``max_parse_attempts``."""
     with start_server(fault_rate=1.0, fault_kinds="garbled") as server:
-        name = make_persona(tmp_path, server, max_parse_attempts=3)
-        result = annotate(items(4), name, annotators_dirs=[tmp_path])
-        assert server.stats()["requests"] == 12
-    for annotation in result.annotations:
-        assert annotation.failure is not None and annotation.failure.kind == "parse"
-        assert annotation.failure.attempts == 3
-    assert result.summary.failures_by_kind == {"parse": 4}
+        greedy = make_persona(tmp_path, server, max_parse_attempts=3)
+        result = annotate(items(4), greedy, annotators_dirs=[tmp_path])
+        assert server.stats()["requests"] == 8
+        for annotation in result.annotations:
+            assert annotation.failure is not None and annotation.failure.kind == "parse"
+            assert annotation.failure.attempts == 2
+        assert result.summary.failures_by_kind == {"parse": 4}
+        sampled = make_persona(
+            tmp_path,
+            server,
+            name="sampled",
+            max_parse_attempts=3,
+            decoding={"temperature": 0.7, "seed": 5, "max_tokens": 8},
+        )
+        result = annotate(items(4), sampled, annotators_dirs=[tmp_path])
+        assert server.stats()["requests"] == 8 + 12
+    assert all(a.failure is not None and a.failure.attempts == 3 for a in result.annotations)
 
 
 def test_identical_outputs_tie_without_a_request(tmp_path: Path) -> None:

@@ -128,11 +128,10 @@ def test_unknown_name_lists_known_ones() -> None:
 
 ASSIGN_SCRIPT = """
 import json, sys
-from simfarm.annotation import load_annotator
-from simfarm.annotation.run import _assign
+from simfarm.annotation import judges_for, load_annotator
 from simfarm.types import PairwiseItem
 items = [PairwiseItem(instruction=f"i{n}", output_1="a", output_2="b") for n in range(200)]
-print(json.dumps([j.id for j in _assign(load_annotator("alpaca_farm_pool"), items)]))
+print(json.dumps([j.id for j in judges_for(load_annotator("alpaca_farm_pool")).assign(items)]))
 """
 
 
