@@ -42,9 +42,13 @@ def test_clear_asks_keeps_models_unless_told(stores: tuple[Path, Path]) -> None:
     cache_dir, model_dir = stores
     refused = runner.invoke(app, ["cache", "clear"], input="n\n")
     assert refused.exit_code == 1 and (cache_dir / "completions.sqlite").is_file()
+    # A journal of answers a killed run had not committed: a later open would commit it.
+    journals = cache_dir / "completions.sqlite.unsaved"
+    journals.mkdir(exist_ok=True)
+    (journals / "dead.journal").write_text("x")
     cleared = runner.invoke(app, ["cache", "clear", "--yes"])
     assert cleared.exit_code == 0, cleared.output
-    assert not list(cache_dir.glob("completions.sqlite*"))
+    assert not list(cache_dir.glob("completions.sqlite*")) and not journals.exists()
     assert (model_dir / "gemma" / "model.safetensors").is_file()
     assert "0 answers" in runner.invoke(app, ["cache", "size"]).output
     everything = runner.invoke(app, ["cache", "clear", "--models", "--yes"])
