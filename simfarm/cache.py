@@ -396,7 +396,18 @@ class CompletionCache:
 def _connect(path: Path) -> sqlite3.Connection:
     # Autocommit mode (isolation_level=None): transactions are explicit where needed.
     db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "locked" at once
+    # (no busy handler) while another process opens the same new file: wait that out.
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as error:
+            locked = "locked" in str(error) or "busy" in str(error)
+            if not locked or time.monotonic() > deadline:
+                raise
+            time.sleep(_BUSY_RETRY_S)
     # NORMAL in WAL mode survives process crashes; only an OS crash could lose the tail.
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=60000")
