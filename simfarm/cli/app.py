@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from simfarm.cli import annotate, correlate, evaluate, personas, quickstart, validate
+from simfarm.cli import annotate, correlate, evaluate, personas, quickstart, run, validate
 
 app = typer.Typer(
     name="simfarm",
@@ -55,6 +55,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("validate")(validate.validate)
 app.command("correlate")(correlate.correlate)
 app.command("quickstart")(quickstart.quickstart)
+app.command("run")(run.run)
 app.add_typer(personas.app, name="personas")
 
 
