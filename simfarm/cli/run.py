@@ -28,7 +28,7 @@ from simfarm.cli.common import console, err_console, fail
 from simfarm.errors import SimfarmError
 
 if TYPE_CHECKING:
-    from simfarm.experiment import ExperimentResult, StageRecord
+    from simfarm.experiment import ExperimentConfig, ExperimentResult, StageRecord
 
 
 class RichStageProgress:
@@ -80,15 +80,11 @@ class RichStageProgress:
             )
 
 
-def run_command(config_path: Path, out: Path, *, quiet: bool, title: str) -> ExperimentResult:
-    """Validate, run, print. Shared by ``simfarm run`` and ``simfarm quickstart``."""
-    from simfarm.experiment import load_experiment_config, run_experiment
-
-    config = load_experiment_config(config_path)
-    return run_loaded(config, config_path, out, quiet=quiet, title=title)
-
-
-def run_loaded(config, config_path: Path, out: Path, *, quiet: bool, title: str):  # type: ignore[no-untyped-def]
+def run_loaded(
+    config: ExperimentConfig, config_path: Path, out: Path, *, quiet: bool, title: str
+) -> ExperimentResult:
+    """Run a validated experiment with progress bars, then print the board and timings.
+    Shared by ``simfarm run`` and ``simfarm quickstart``."""
     from simfarm.experiment import run_experiment
 
     started = time.perf_counter()
@@ -149,8 +145,11 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Run a method comparison under simulated feedback: train, generate, judge, report."""
+    from simfarm.experiment import load_experiment_config
+
     try:
-        run_command(experiment, out, quiet=quiet, title=f"simfarm run {experiment.name}")
+        config = load_experiment_config(experiment)
+        run_loaded(config, experiment, out, quiet=quiet, title=f"simfarm run {experiment.name}")
     except KeyboardInterrupt:
         err_console.print(
             "[yellow]interrupted[/]: finished stages and paid-for answers are kept; "

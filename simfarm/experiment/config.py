@@ -206,9 +206,7 @@ def load_experiment_config(path: Path) -> ExperimentConfig:
     if config.evaluation.reference.outputs is not None:
         resolved = _resolve(base, config.evaluation.reference.outputs)
         if not resolved.is_file():
-            raise ConfigError(
-                f"{source}: evaluation.reference.outputs: file not found: {resolved}"
-            )
+            raise ConfigError(f"{source}: evaluation.reference.outputs: file not found: {resolved}")
         config.evaluation.reference.outputs = resolved
     for key, spec in _method_specs(config):
         if key != "sft" and spec.method == "sft" and spec.recipe is None and not spec.overrides:

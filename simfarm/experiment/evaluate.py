@@ -43,12 +43,12 @@ def evaluate_methods(
                 f"{reference}: no reference output for {len(unpaired)} eval instruction(s) of "
                 f"{name} (first: {unpaired[0][:80]!r}); the reference must cover the eval split"
             )
-        result = annotate(
-            items,
-            judge,
-            progress=lambda done, total, _cost, name=name: progress(f"judging {name}", done,
-                                                                   total),
-        )
+        label = f"judging {name}"
+
+        def report(done: int, total: int, _cost: float, label: str = label) -> None:
+            progress(label, done, total)
+
+        result = annotate(items, judge, progress=report)
         inputs.annotations[name] = result.annotations
         summaries.append(result.summary)
     write_evaluation(inputs, out_dir, length_controlled=length_controlled, save_annotations=True)

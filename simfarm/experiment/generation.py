@@ -64,6 +64,7 @@ def sample(
             batch_size=spec.batch_size,
         )
         progress(len(texts), len(prompts))
-    tokens = sum(len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) for r in texts
-                 for t in r)
+    tokens = sum(
+        len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) for r in texts for t in r
+    )
     return Generated(texts=texts, tokens=tokens)

@@ -9,8 +9,8 @@ the stages with their input digests.
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.metadata
+import json
 import platform
 import sys
 from collections.abc import Mapping

@@ -40,9 +40,9 @@ def metric_series(rows: list[dict[str, object]], wanted: str) -> Series:
         for key, value in row.items():
             if key == "step" or wanted not in key.lower():
                 continue
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if not math.isnan(float(value)):
-                    series.setdefault(key, []).append((float(step), float(value)))
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if numeric and not math.isnan(float(value)):  # type: ignore[arg-type]
+                series.setdefault(key, []).append((float(step), float(value)))  # type: ignore[arg-type]
     return series
 
 
@@ -58,8 +58,9 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for run, metric, points in lines:
         xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3,
-                label=f"{run}: {metric}")
+        ax.plot(
+            xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=f"{run}: {metric}"
+        )
     ax.set_xlabel("step")
     ax.set_ylabel(y_label)
     ax.set_title(title)
@@ -84,8 +85,7 @@ def write_plots(
         name: {k: v for k, v in metric_series(rows, "loss").items() if "eval" not in k}
         for name, rows in metrics.items()
     }
-    path = plot_curves(loss, out_dir / "training_loss.png", title="Training loss",
-                       y_label="loss")
+    path = plot_curves(loss, out_dir / "training_loss.png", title="Training loss", y_label="loss")
     if path:
         figures["Training loss"] = path
     ppo = {name: rows for name, rows in metrics.items() if name in ppo_runs}
@@ -95,4 +95,3 @@ def write_plots(
         if path:
             figures[title] = path
     return figures
-

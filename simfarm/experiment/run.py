@@ -204,9 +204,7 @@ class ExperimentRun:
             }
 
         inputs = {"annotator": _annotator_identity(feedback.annotator, feedback.label_noise)}
-        self.stages.run(
-            "feedback.annotate", inputs, [target], body, after=["feedback.sample"]
-        )
+        self.stages.run("feedback.annotate", inputs, [target], body, after=["feedback.sample"])
 
     def reward_model(self) -> None:
         if self.config.reward_model is None:
@@ -253,8 +251,13 @@ class ExperimentRun:
             model, checkpoint = self.checkpoints[name]
             target = self.out_dir / "methods" / name / "eval_outputs.json"
 
-            def body(ctx: StageContext, name: str = name, model: Any = model,
-                     checkpoint: Path | None = checkpoint, target: Path = target) -> None:
+            def body(
+                ctx: StageContext,
+                name: str = name,
+                model: Any = model,
+                checkpoint: Path | None = checkpoint,
+                target: Path = target,
+            ) -> None:
                 examples = self._examples("eval")
                 generated = sample(
                     model,
@@ -266,8 +269,12 @@ class ExperimentRun:
                     progress=lambda done, total: ctx.progress("answering", done, total),
                 )
                 outputs = [
-                    {"instruction": ex.instruction, "input": ex.input, "output": texts[0],
-                     "generator": name}
+                    {
+                        "instruction": ex.instruction,
+                        "input": ex.input,
+                        "output": texts[0],
+                        "generator": name,
+                    }
                     for ex, texts in zip(examples, generated.texts, strict=True)
                 ]
                 atomic_write_text(target, json.dumps(outputs, indent=1, ensure_ascii=False))
@@ -289,7 +296,8 @@ class ExperimentRun:
         out = self.out_dir / "evaluation"
         reference = evaluation.reference
         reference_path = (
-            reference.outputs if reference.outputs is not None
+            reference.outputs
+            if reference.outputs is not None
             else self.eval_outputs[reference.method or SFT_STAGE]
         )
         methods = {m.name: self.eval_outputs[m.name] for m in self.config.methods}
@@ -313,7 +321,10 @@ class ExperimentRun:
             "length_controlled": evaluation.length_controlled,
         }
         self.stages.run(
-            "evaluate", inputs, [out / "leaderboard.csv", out / "leaderboard.json"], body,
+            "evaluate",
+            inputs,
+            [out / "leaderboard.csv", out / "leaderboard.json"],
+            body,
             after=after,
         )
 
@@ -326,7 +337,11 @@ class ExperimentRun:
             write_report(self.config, self.out_dir, self.stages.records, target)
 
         self.stages.run(
-            "report", {"config": self.config_digest}, [target], body, after=list(self.stages.records)
+            "report",
+            {"config": self.config_digest},
+            [target],
+            body,
+            after=list(self.stages.records),
         )
         return target
 
@@ -365,9 +380,7 @@ def run_experiment(
         raise ConfigError(f"executor {config.executor!r} is not available yet")
     started = time.perf_counter()
     run = ExperimentRun(config, out_dir, progress)
-    atomic_write_text(
-        run.out_dir / "experiment.json", config.model_dump_json(indent=2) + "\n"
-    )
+    atomic_write_text(run.out_dir / "experiment.json", config.model_dump_json(indent=2) + "\n")
     run.sft()
     run.feedback_pairs()
     run.feedback_annotations()

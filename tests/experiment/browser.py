@@ -78,8 +78,12 @@ def image_sizes(html: Path, workdir: Path) -> list[tuple[str, int, int]]:
 def screenshot(html: Path, target: Path, workdir: Path) -> Path:
     binary = chromium()
     subprocess.run(
-        [*_base_args(binary, workdir / "profile-shot"), "--window-size=1200,2400",
-         f"--screenshot={target}", html.as_uri()],
+        [
+            *_base_args(binary, workdir / "profile-shot"),
+            "--window-size=1200,2400",
+            f"--screenshot={target}",
+            html.as_uri(),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

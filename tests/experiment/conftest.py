@@ -46,14 +46,12 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-TRAINING = {"max_steps": 2, "batch_size": 2, "save_steps": 1, "logging_steps": 1,
-            "max_length": 64}
+TRAINING = {"max_steps": 2, "batch_size": 2, "save_steps": 1, "logging_steps": 1, "max_length": 64}
 
 
 def write_recipes(folder: Path, data: dict[str, Path]) -> dict[str, Path]:
     """Tiny SFT and DPO recipes (the experiment replaces model, seed and data)."""
-    sft = {"method": "sft", "data": {"train": {"path": str(data["sft"])}},
-           "training": TRAINING}
+    sft = {"method": "sft", "data": {"train": {"path": str(data["sft"])}}, "training": TRAINING}
     dpo = {"method": "dpo", "data": {"annotations": str(data["sft"])}, "training": TRAINING}
     return {
         "sft": write_yaml(folder / "sft.yaml", sft),
@@ -61,8 +59,12 @@ def write_recipes(folder: Path, data: dict[str, Path]) -> dict[str, Path]:
     }
 
 
-def experiment_dict(model: Path, data: dict[str, Path], recipes: dict[str, Path],
-                    methods: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def experiment_dict(
+    model: Path,
+    data: dict[str, Path],
+    recipes: dict[str, Path],
+    methods: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     generation = {"max_new_tokens": 8, "temperature": 1.0, "batch_size": 8}
     return {
         "name": "tiny experiment",
@@ -71,8 +73,7 @@ def experiment_dict(model: Path, data: dict[str, Path], recipes: dict[str, Path]
         "data": {split: {"path": str(path)} for split, path in data.items()},
         "sft": {"method": "sft", "recipe": str(recipes["sft"])},
         "feedback": {"annotator": "longest", "label_noise": 0.1, "generation": generation},
-        "evaluation": {"annotator": "longest",
-                       "generation": {**generation, "temperature": 0.0}},
+        "evaluation": {"annotator": "longest", "generation": {**generation, "temperature": 0.0}},
         "methods": methods
         or [
             {"method": "sft"},

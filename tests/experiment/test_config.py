@@ -36,10 +36,16 @@ def _config(tmp_path: Path, tiny_setup: Any, **changes: Any) -> dict[str, Any]:
     ("change", "expected"),
     [
         ({"methods": [{"method": "dpp"}]}, "methods.0.method: Input should be"),
-        ({"methods": [{"method": "dpo", "recipe": "nope.yaml"}]}, "methods.0.recipe: recipe file not found"),
+        (
+            {"methods": [{"method": "dpo", "recipe": "nope.yaml"}]},
+            "methods.0.recipe: recipe file not found",
+        ),
         ({"methdos": []}, "methdos: Extra inputs are not permitted"),
         ({"executor": "ray"}, "executor: Input should be 'local'"),
-        ({"feedback": {"annotator": "no_such_judge"}}, "feedback.annotator: no persona or pool named"),
+        (
+            {"feedback": {"annotator": "no_such_judge"}},
+            "feedback.annotator: no persona or pool named",
+        ),
         (
             {"methods": [{"method": "dpo", "overrides": {"training.max_stepz": 3}}]},
             "training.max_stepz: Extra inputs are not permitted",

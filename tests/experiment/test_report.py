@@ -22,12 +22,18 @@ SYSTEMS = ("alpaca-7b", "vicuna-7b-v1.5", "gpt4_1106_preview")
 def _outputs(shared_data: Path, tmp_path: Path, n: int = 30) -> dict[str, Path]:
     paths = {}
     for name in (*SYSTEMS, "text_davinci_003"):
-        records = json.loads((shared_data / "alpaca_eval" / "model_outputs" / f"{name}.json")
-                             .read_text())[:n]
+        records = json.loads(
+            (shared_data / "alpaca_eval" / "model_outputs" / f"{name}.json").read_text()
+        )[:n]
         paths[name] = tmp_path / f"{name}.json"
-        paths[name].write_text(json.dumps(
-            [{"instruction": r["instruction"], "output": r["output"], "generator": name}
-             for r in records]))
+        paths[name].write_text(
+            json.dumps(
+                [
+                    {"instruction": r["instruction"], "output": r["output"], "generator": name}
+                    for r in records
+                ]
+            )
+        )
     return paths
 
 
@@ -46,7 +52,8 @@ def test_evaluation_and_report_open_in_chromium(shared_data: Path, tmp_path: Pat
     assert [s.n_items for s in summaries] == [30, 30, 30]
     assert ("judging alpaca-7b", 30, 30) in seen
     board = Leaderboard.model_validate_json(
-        (tmp_path / "run" / "evaluation" / "leaderboard.json").read_text())
+        (tmp_path / "run" / "evaluation" / "leaderboard.json").read_text()
+    )
     assert {r.generator_2 for r in board.rows} == set(SYSTEMS)
     assert all(r.length_controlled_winrate is not None for r in board.rows)
     assert "0.674" in " ".join(board.judge_agreement)  # longest's measured agreement
@@ -54,10 +61,12 @@ def test_evaluation_and_report_open_in_chromium(shared_data: Path, tmp_path: Pat
         name="report test <b>escaped</b>",
         methods=[MethodSpec(method="sft", name=name) for name in SYSTEMS],
     )
-    record = StageRecord(name="evaluate", input_digest="x", outputs=[], wall_time_s=1.5,
-                         finished_at="now")
-    report = write_report(config, tmp_path / "run", {"evaluate": record},
-                          tmp_path / "run" / "report.html")
+    record = StageRecord(
+        name="evaluate", input_digest="x", outputs=[], wall_time_s=1.5, finished_at="now"
+    )
+    report = write_report(
+        config, tmp_path / "run", {"evaluate": record}, tmp_path / "run" / "report.html"
+    )
     html = report.read_text()
     assert "report test &lt;b&gt;escaped&lt;/b&gt;" in html
     assert "http" not in html.replace("http-equiv", ""), "self-contained: no external links"

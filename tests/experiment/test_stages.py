@@ -72,8 +72,9 @@ def test_stage_that_died_is_redone_and_later_stages_wait(tmp_path: Path) -> None
         runner.run("a", {}, [tmp_path / "half.txt"], dies)
     assert not runner.marker_path("a").exists()
     calls: list[str] = []
-    StageRunner(tmp_path).run("a", {}, [tmp_path / "half.txt"],
-                              _writer(tmp_path / "half.txt", "whole", calls))
+    StageRunner(tmp_path).run(
+        "a", {}, [tmp_path / "half.txt"], _writer(tmp_path / "half.txt", "whole", calls)
+    )
     assert calls == ["a"] and (tmp_path / "half.txt").read_text() == "whole"
 
 
