@@ -83,13 +83,10 @@ def _data(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def _recipes(config: ExperimentConfig, out_dir: Path) -> dict[str, Any]:
-    from simfarm.experiment.recipes import Injected, build_recipe_config
+    from simfarm.experiment.recipes import build_recipe_config
+    from simfarm.experiment.run import injected_paths
 
-    injected = Injected(
-        sft_checkpoint=out_dir / "sft" / "checkpoint",
-        preferences=out_dir / "feedback" / "preferences.jsonl",
-        reward_model=out_dir / "reward_model" / "checkpoint" if config.reward_model else None,
-    )
+    injected = injected_paths(config, out_dir)
     entries = [("sft", config.sft)]
     if config.reward_model is not None:
         entries.append(("reward_model", config.reward_model))

@@ -62,14 +62,18 @@ class Injected:
         sft_checkpoint: Path | None = None,
         preferences: Path | None = None,
         reward_model: Path | None = None,
+        feedback_judge: str | None = None,
     ) -> None:
         self.sft_checkpoint = sft_checkpoint
         self.preferences = preferences
         self.reward_model = reward_model
+        self.feedback_judge = feedback_judge
+        """The feedback annotator (label noise applied) as a persona/pool file path."""
 
 
-def recipe_method(key_method: str) -> str:
-    return key_method
+SCORING_METHODS = ("best_of_n", "expert_iteration", "ppo")
+"""Methods that score samples during training: they get the experiment's feedback judge (or
+its reward model) as their scorer."""
 
 
 def recipe_data(
@@ -98,8 +102,31 @@ def recipe_data(
     if method in ("dpo", "reward_model") and injected.preferences is not None:
         data_section["annotations"] = str(injected.preferences)
         data_section["feedback"] = None
+    if method in SCORING_METHODS:
+        _inject_scorer(config, data, data_section, injected, method)
     merge_overrides(data, spec.overrides)
     return data
+
+
+def _inject_scorer(
+    config: ExperimentConfig,
+    data: dict[str, Any],
+    data_section: dict[str, Any],
+    injected: Injected,
+    method: str,
+) -> None:
+    """Prompts and scorer of a method that samples while it learns."""
+    split = config.data.eval if method == "best_of_n" else config.data.unlabeled
+    data_section["prompts"] = split.model_dump(mode="json", exclude_none=True)
+    scorer = data.setdefault("scorer", {})
+    if injected.reward_model is not None:
+        scorer.update({"kind": "reward_model", "reward_model": str(injected.reward_model)})
+    else:
+        judge = injected.feedback_judge or config.feedback.annotator
+        scorer.update({"kind": "annotator", "annotator": judge})
+        if method != "best_of_n":
+            # unlabeled prompts have no reference answers: judge against the start policy
+            scorer["reference"] = "initial_policy"
 
 
 def build_recipe_config(
@@ -121,7 +148,12 @@ def build_recipe_config(
     if placeholders:
         assert spec.recipe is not None
         stand_in = spec.recipe.resolve()
-        injected = Injected(sft_checkpoint=stand_in, preferences=stand_in, reward_model=stand_in)
+        injected = Injected(
+            sft_checkpoint=stand_in,
+            preferences=stand_in,
+            reward_model=stand_in if config.reward_model is not None else None,
+            feedback_judge=config.feedback.annotator,
+        )
     data = recipe_data(config, spec, injected or Injected(), method)
     assert spec.recipe is not None
     return parse_recipe_config(data, str(spec.recipe), spec.recipe.resolve().parent)

@@ -124,12 +124,7 @@ class ExperimentRun:
         self.checkpoints[spec.name] = (recipe.model, Path(record.details["checkpoint"]))
 
     def _injected(self) -> Injected:
-        reward = self.out_dir / "reward_model" / "checkpoint"
-        return Injected(
-            sft_checkpoint=self.out_dir / "sft" / "checkpoint",
-            preferences=self.out_dir / "feedback" / "preferences.jsonl",
-            reward_model=reward if self.config.reward_model is not None else None,
-        )
+        return injected_paths(self.config, self.out_dir)
 
     # -- stages -----------------------------------------------------------------------
 
@@ -344,6 +339,22 @@ class ExperimentRun:
             after=list(self.stages.records),
         )
         return target
+
+
+def injected_paths(config: ExperimentConfig, out_dir: Path) -> Injected:
+    """Where a run keeps what the recipes are pointed at (see :class:`Injected`)."""
+    from simfarm.experiment.judges import materialize_judge
+
+    reward = out_dir / "reward_model" / "checkpoint"
+    judge = materialize_judge(
+        config.feedback.annotator, config.feedback.label_noise, out_dir / "annotators"
+    )
+    return Injected(
+        sft_checkpoint=out_dir / "sft" / "checkpoint",
+        preferences=out_dir / "feedback" / "preferences.jsonl",
+        reward_model=reward if config.reward_model is not None else None,
+        feedback_judge=str(judge),
+    )
 
 
 def _charge(ctx: StageContext, summary: Any) -> None:

@@ -103,3 +103,11 @@ def test_valid_config_resolves_paths_and_injects_recipe_fields(
     assert recipe.training.max_steps == 3 and recipe.training.batch_size == 2  # type: ignore[attr-defined]
     assert recipe.model.adapter == tmp_path
     assert recipe.data.annotations == preferences and recipe.data.feedback is None
+
+
+def test_committed_schema_is_current() -> None:
+    from simfarm.experiment.schema import schema_path, schema_text
+
+    assert schema_path().read_text() == schema_text(), (
+        "run `python -m simfarm.experiment.schema` to regenerate"
+    )

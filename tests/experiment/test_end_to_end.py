@@ -1,0 +1,101 @@
+"""The whole loop on a tiny model, through the real command in subprocesses: two runs with
+the same seed give the same leaderboard, and a run killed with SIGKILL during training
+resumes without redoing finished stages and ends with the same leaderboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from simfarm.experiment import read_stage_log
+from tests.experiment.conftest import experiment_dict, write_yaml
+
+VOLATILE = ["time_per_1000"]
+"""Leaderboard columns that measure this machine, not the methods."""
+
+
+def _command(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "simfarm", "run", str(config), "--out", str(out), "--quiet"]
+
+
+def _board(out: Path) -> pd.DataFrame:
+    frame = pd.read_csv(out / "evaluation" / "leaderboard.csv", index_col=0)
+    return frame.drop(columns=VOLATILE).sort_index()
+
+
+def _events(out: Path) -> list[tuple[str, str]]:
+    return [(e["stage"], e["event"]) for e in read_stage_log(out)]
+
+
+def _kill_once_training_started(config: Path, out: Path, timeout: float = 300) -> None:
+    """Start the run, SIGKILL it (and its process group) once a method's training stage has
+    started."""
+    process = subprocess.Popen(
+        _command(config, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if any(s.startswith("train.") and e == "start" for s, e in _events(out)):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+                return
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"run ended (rc={process.returncode}) before training: {stderr}")
+            time.sleep(0.02)
+        pytest.fail("training never started")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+def test_kill_during_training_then_rerun_matches_an_uninterrupted_run(
+    tmp_path: Path, tiny_model: Path, tiny_setup: Any
+) -> None:
+    data, recipes = tiny_setup
+    config = write_yaml(tmp_path / "exp.yaml", experiment_dict(tiny_model, data, recipes))
+
+    whole = tmp_path / "whole"
+    done = subprocess.run(_command(config, whole), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    board = _board(whole)
+    assert set(board.index) == {"sft", "dpo"}
+    assert board.loc["sft", "win_rate"] == 50.0, "the SFT baseline against itself"
+    assert board["length_controlled_winrate"].notna().all()
+    manifest = json.loads((whole / "manifest.json").read_text())
+    assert {"packages", "seeds", "data", "annotators", "recipes", "stages"} <= set(manifest)
+    assert manifest["seeds"]["experiment"] == 7 and manifest["seeds"]["dpo"] == 7
+    assert manifest["annotators"]["feedback"]["label_noise"] == 0.1
+    assert manifest["packages"]["torch"]
+    report = (whole / "report.html").read_text()
+    assert "Training loss" in report and "data:image/png;base64," in report
+
+    killed = tmp_path / "killed"
+    _kill_once_training_started(config, killed)
+    before = _events(killed)
+    finished_before = {s for s, e in before if e == "done"}
+    assert {"sft", "feedback.sample", "feedback.annotate"} <= finished_before
+    assert not (killed / "evaluation" / "leaderboard.csv").exists()
+
+    rerun = subprocess.run(_command(config, killed), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = _events(killed)[len(before) :]
+    for stage in finished_before:
+        assert (stage, "skip") in after and (stage, "start") not in after, stage
+    assert ("train.dpo", "start") in after
+    pd.testing.assert_frame_equal(_board(killed), board)
