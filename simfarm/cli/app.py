@@ -16,7 +16,16 @@ from typing import Annotated
 
 import typer
 
-from simfarm.cli import annotate, correlate, evaluate, personas, quickstart, run, validate
+from simfarm.cli import (
+    annotate,
+    correlate,
+    evaluate,
+    personas,
+    quickstart,
+    run,
+    train,
+    validate,
+)
 
 app = typer.Typer(
     name="simfarm",
@@ -55,6 +64,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("validate")(validate.validate)
 app.command("correlate")(correlate.correlate)
 app.command("quickstart")(quickstart.quickstart)
+app.command("train")(train.train)
 app.command("run")(run.run)
 app.add_typer(personas.app, name="personas")
 

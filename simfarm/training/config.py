@@ -202,7 +202,9 @@ class SFTConfig(RecipeConfig):
     """Supervised fine-tuning on reference responses (TRL SFTTrainer, loss on the response)."""
 
     method: Literal["sft"] = "sft"
+    """Always "sft"."""
     data: SFTData
+    """Training and held-out instruction/response examples."""
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     """Optimiser, batch and checkpoint settings."""
 
@@ -211,7 +213,9 @@ class RewardConfig(RecipeConfig):
     """A Bradley–Terry reward model (scalar head) on pairwise preferences (TRL RewardTrainer)."""
 
     method: Literal["reward_model"] = "reward_model"
+    """Always "reward_model"."""
     data: PreferenceData
+    """Pairwise preferences (annotation records or simulated feedback)."""
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     """Optimiser, batch and checkpoint settings."""
     center_rewards_coefficient: float | None = None
@@ -222,7 +226,9 @@ class DPOConfig(RecipeConfig):
     """Direct preference optimisation and its family (TRL DPOTrainer)."""
 
     method: Literal["dpo"] = "dpo"
+    """Always "dpo"."""
     data: PreferenceData
+    """Pairwise preferences (annotation records or simulated feedback)."""
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     """Optimiser, batch and checkpoint settings."""
     beta: float = Field(default=0.1, gt=0)

@@ -73,6 +73,7 @@ class RunContext:
 
     out_dir: Path
     progress: ProgressCallback | None = None
+    config: RecipeConfig | None = None
     manifest_extra: dict[str, Any] = field(default_factory=dict)
     metrics: MetricsLogger = field(init=False)
 
@@ -111,6 +112,11 @@ class RunContext:
     def record(self, key: str, value: Any) -> None:
         self.manifest_extra[key] = value
 
+    def write_manifest(self) -> None:
+        """Rewrite manifest.json now with what has been recorded so far."""
+        if self.config is not None:
+            write_manifest(self.out_dir, self.config, self.manifest_extra)
+
 
 def _finished(out_dir: Path) -> RecipeResult | None:
     path = out_dir / RESULT_FILE
@@ -143,10 +149,10 @@ def run_recipe(
     from simfarm.training.registry import runner
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = RunContext(out_dir=out_dir, progress=progress)
+    context = RunContext(out_dir=out_dir, progress=progress, config=config)
     if previous is not None:
         context.manifest_extra.update(
-            {k: previous[k] for k in ("data", "persona_ids") if k in previous}
+            {k: previous[k] for k in ("data", "persona_ids", "attempts") if k in previous}
         )
     write_manifest(out_dir, config, context.manifest_extra)
     started = time.perf_counter()
