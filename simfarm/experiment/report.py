@@ -167,6 +167,21 @@ def render_report(
     )
 
 
+def read_leaderboard(path: Path) -> Leaderboard:
+    """A written ``leaderboard.json`` back as a :class:`Leaderboard`.
+
+    The file stores NaN as null (standard JSON): a win rate without valid verdicts, or the
+    GLM weights of a model that only ties (the reference against itself), come back as NaN.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["glm_weights"] = {}  # not shown in the report; may hold nulls for degenerate fits
+    for row in data.get("rows", []):
+        for key in ("win_rate", "standard_error", "discrete_win_rate"):
+            if row.get(key) is None:
+                row[key] = math.nan
+    return Leaderboard.model_validate(data)
+
+
 def write_report(
     config: ExperimentConfig,
     out_dir: Path,
@@ -176,9 +191,7 @@ def write_report(
     """Draw the figures (under ``DIR/plots/``) and write the report page."""
     from simfarm.experiment.plots import write_plots
 
-    board = Leaderboard.model_validate_json(
-        (out_dir / "evaluation" / "leaderboard.json").read_text(encoding="utf-8")
-    )
+    board = read_leaderboard(out_dir / "evaluation" / "leaderboard.json")
     run_dirs = {"sft": out_dir / "sft"}
     if config.reward_model is not None:
         run_dirs["reward_model"] = out_dir / "reward_model"

@@ -46,7 +46,7 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-TRAINING = {"max_steps": 2, "batch_size": 2, "save_steps": 1, "logging_steps": 1, "max_length": 64}
+TRAINING = {"max_steps": 2, "batch_size": 2, "save_steps": 1, "logging_steps": 1, "max_length": 256}
 
 
 def write_recipes(folder: Path, data: dict[str, Path]) -> dict[str, Path]:
@@ -73,11 +73,16 @@ def experiment_dict(
         "data": {split: {"path": str(path)} for split, path in data.items()},
         "sft": {"method": "sft", "recipe": str(recipes["sft"])},
         "feedback": {"annotator": "longest", "label_noise": 0.1, "generation": generation},
-        "evaluation": {"annotator": "longest", "generation": {**generation, "temperature": 0.0}},
+        # sampled: a tiny random model's greedy answer is often empty, which would tie everything
+        "evaluation": {"annotator": "longest", "generation": generation},
         "methods": methods
         or [
             {"method": "sft"},
-            {"method": "dpo", "recipe": str(recipes["dpo"])},
+            {
+                "method": "dpo",
+                "recipe": str(recipes["dpo"]),
+                "overrides": {"training.max_steps": 4},
+            },
         ],
     }
 

@@ -37,8 +37,8 @@ def _events(out: Path) -> list[tuple[str, str]]:
 
 
 def _kill_once_training_started(config: Path, out: Path, timeout: float = 300) -> None:
-    """Start the run, SIGKILL it (and its process group) once a method's training stage has
-    started."""
+    """Start the run, SIGKILL it (and its process group) once DPO's training has saved its
+    first complete intermediate checkpoint (so the rerun resumes mid-training)."""
     process = subprocess.Popen(
         _command(config, out),
         stdout=subprocess.DEVNULL,
@@ -48,7 +48,9 @@ def _kill_once_training_started(config: Path, out: Path, timeout: float = 300) -
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if any(s.startswith("train.") and e == "start" for s, e in _events(out)):
+            started = any(s == "train.dpo" and e == "start" for s, e in _events(out))
+            checkpoints = out / "methods" / "dpo" / "checkpoints"
+            if started and list(checkpoints.glob("checkpoint-*/trainer_state.json")):
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
                 return
@@ -75,6 +77,12 @@ def test_kill_during_training_then_rerun_matches_an_uninterrupted_run(
     assert done.returncode == 0, done.stderr[-3000:]
     board = _board(whole)
     assert set(board.index) == {"sft", "dpo"}
+    assert (board["avg_length"] > 0).all()
+    sft_outputs = json.loads((whole / "methods" / "sft" / "eval_outputs.json").read_text())
+    dpo_outputs = json.loads((whole / "methods" / "dpo" / "eval_outputs.json").read_text())
+    assert [o["output"] for o in sft_outputs] != [o["output"] for o in dpo_outputs], (
+        "DPO changed the policy (else resuming it could not be told from not training it)"
+    )
     assert board.loc["sft", "win_rate"] == 50.0, "the SFT baseline against itself"
     assert board["length_controlled_winrate"].notna().all()
     manifest = json.loads((whole / "manifest.json").read_text())
@@ -91,6 +99,7 @@ def test_kill_during_training_then_rerun_matches_an_uninterrupted_run(
     finished_before = {s for s, e in before if e == "done"}
     assert {"sft", "feedback.sample", "feedback.annotate"} <= finished_before
     assert not (killed / "evaluation" / "leaderboard.csv").exists()
+    assert not (killed / "methods" / "dpo" / "result.json").exists(), "killed mid-training"
 
     rerun = subprocess.run(_command(config, killed), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -98,4 +107,8 @@ def test_kill_during_training_then_rerun_matches_an_uninterrupted_run(
     for stage in finished_before:
         assert (stage, "skip") in after and (stage, "start") not in after, stage
     assert ("train.dpo", "start") in after
+    assert json.loads((killed / "methods" / "dpo" / "result.json").read_text())["resumed"]
     pd.testing.assert_frame_equal(_board(killed), board)
+    # stronger than the board: the resumed DPO answers exactly as the uninterrupted one
+    outputs = "methods/dpo/eval_outputs.json"
+    assert (killed / outputs).read_text() == (whole / outputs).read_text()
