@@ -131,8 +131,7 @@ def train(
         raise fail(error) from None
     except KeyboardInterrupt:
         err_console.print(
-            "[yellow]interrupted[/]: run the same command again to resume from the last "
-            "checkpoint"
+            "[yellow]interrupted[/]: run the same command again to resume from the last checkpoint"
         )
         raise typer.Exit(code=130) from None
     if already is not None:

@@ -28,7 +28,7 @@ def recipe_json_schema() -> dict[str, Any]:
             classes.append(config_class(method))
         except ConfigError:  # a method whose module is not present in this checkout
             continue
-    union = Annotated[Union[tuple(classes)], Field(discriminator="method")]  # noqa: UP007
+    union: Any = Annotated[Union[tuple(classes)], Field(discriminator="method")]  # noqa: UP007
     schema: dict[str, Any] = TypeAdapter(union).json_schema()
     schema["title"] = "simfarm recipe"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

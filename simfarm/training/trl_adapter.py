@@ -37,7 +37,6 @@ from simfarm.training.policy import (
 from simfarm.training.reward_model import CHECKPOINT_INFO
 from simfarm.training.run import RecipeOutcome, RunContext
 
-
 TRL_SPEC = ">=1.0,<2"
 """The TRL versions this adapter is written and tested against (pyproject's ``train`` extra)."""
 
@@ -78,6 +77,8 @@ def _args_kwargs(config: RecipeConfig, training: TrainingSpec, context: RunConte
         "use_cpu": use_cpu,
         "bf16": resolve_dtype(config.model) == "bfloat16" and not use_cpu,
         "dataloader_num_workers": 0,
+        # Small models on CPU: recomputing activations costs more time than it saves memory.
+        "gradient_checkpointing": False,
         "include_num_input_tokens_seen": "non_padding",
         "max_length": training.max_length,
     }

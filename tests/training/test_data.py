@@ -60,7 +60,9 @@ def test_save_to_disk_and_hub_layout_folders(tmp_path: Path) -> None:
 
 def test_field_mapping_limit_and_bad_column(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
-    path.write_text("".join(json.dumps({"q": r["instruction"], "a": r["output"]}) + "\n" for r in ROWS))
+    path.write_text(
+        "".join(json.dumps({"q": r["instruction"], "a": r["output"]}) + "\n" for r in ROWS)
+    )
     spec = InstructionSource(path=str(path), instruction_field="q", output_field="a", limit=2)
     examples = load_instructions(spec, need_output=True)
     assert [(ex.instruction, ex.input, ex.output) for ex in examples] == [
@@ -68,7 +70,9 @@ def test_field_mapping_limit_and_bad_column(tmp_path: Path) -> None:
         ("Name a color.", "", "Blue."),
     ]
     with pytest.raises(ConfigError, match="output_field: no column 'output'"):
-        load_instructions(InstructionSource(path=str(path), instruction_field="q"), need_output=True)
+        load_instructions(
+            InstructionSource(path=str(path), instruction_field="q"), need_output=True
+        )
 
 
 def _record(preference: float | None, failure: str | None = None) -> dict:
