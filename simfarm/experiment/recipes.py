@@ -124,9 +124,17 @@ def _inject_scorer(
     else:
         judge = injected.feedback_judge or config.feedback.annotator
         scorer.update({"kind": "annotator", "annotator": judge})
-        if method != "best_of_n":
+        if method == "best_of_n":
+            # the eval split's reference answers must not leak into the choice: the
+            # candidates play each other
+            data["selection"] = "tournament"
+        else:
             # unlabeled prompts have no reference answers: judge against the start policy
             scorer["reference"] = "initial_policy"
+    if method == "best_of_n":
+        # answers as long as every other method's on the leaderboard
+        generation = data.setdefault("generation", {})
+        generation["max_new_tokens"] = config.evaluation.generation.max_new_tokens
 
 
 def build_recipe_config(

@@ -120,7 +120,7 @@ class ExperimentRun:
             if result.tokens_per_s:
                 ctx.cost.tokens = int(result.tokens_per_s * result.wall_time_s)
 
-        record = self.stages.run(stage, inputs, [run_dir / "checkpoint"], body, after=after)
+        record = self.stages.run(stage, inputs, [run_dir / "result.json"], body, after=after)
         self.checkpoints[spec.name] = (recipe.model, Path(record.details["checkpoint"]))
 
     def _injected(self) -> Injected:
@@ -242,9 +242,13 @@ class ExperimentRun:
             names.append(reference)  # the SFT stage as reference, not on the board
             self.checkpoints.setdefault(reference, self.checkpoints[SFT_STAGE])
         split = self._split_digest("eval")
+        methods = {m.name: m.method for m in self.config.methods}
         for name in names:
             model, checkpoint = self.checkpoints[name]
             target = self.out_dir / "methods" / name / "eval_outputs.json"
+            if methods.get(name) == "best_of_n":
+                self._selected_outputs(name, checkpoint, target)
+                continue
 
             def body(
                 ctx: StageContext,
@@ -283,6 +287,38 @@ class ExperimentRun:
                 after=[self._train_stage_of(name)],
             )
             self.eval_outputs[name] = target
+
+    def _selected_outputs(self, name: str, selections: Path | None, target: Path) -> None:
+        """Best-of-n is inference-time: its recipe run already answered the eval prompts
+        (``best_of_n.jsonl``); this stage turns its picks into eval outputs."""
+        assert selections is not None
+
+        def body(ctx: StageContext) -> None:
+            records = [
+                json.loads(line)
+                for line in selections.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
+            outputs = [
+                {
+                    "instruction": r["instruction"],
+                    "input": r.get("input", ""),
+                    "output": r["output"],
+                    "generator": name,
+                }
+                for r in records
+            ]
+            atomic_write_text(target, json.dumps(outputs, indent=1, ensure_ascii=False))
+            ctx.details["answers"] = len(outputs)
+
+        self.stages.run(
+            f"generate.{name}",
+            {"method": name, "from": "best_of_n selections"},
+            [target],
+            body,
+            after=[f"train.{name}"],
+        )
+        self.eval_outputs[name] = target
 
     def evaluate(self) -> None:
         from simfarm.experiment.evaluate import evaluate_methods
