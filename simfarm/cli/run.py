@@ -85,8 +85,10 @@ def run_loaded(
 ) -> ExperimentResult:
     """Run a validated experiment with progress bars, then print the board and timings.
     Shared by ``simfarm run`` and ``simfarm quickstart``."""
+    from simfarm.cli.train import _quiet_libraries
     from simfarm.experiment import run_experiment
 
+    _quiet_libraries()  # our bars replace the libraries' own
     started = time.perf_counter()
     sink = Console(stderr=True, quiet=quiet)
     with RichStageProgress(sink) as progress:
