@@ -181,7 +181,8 @@ class RewardModelScorer:
         assert spec.reward_model is not None, "scorer.reward_model is required"
         self.spec = spec
         self.model_spec = model
-        self.reward_model = load_reward_model(spec.reward_model, model)
+        # The base model comes from the checkpoint's own info file (it may differ from the policy).
+        self.reward_model = load_reward_model(spec.reward_model)
 
     @property
     def id(self) -> str:
