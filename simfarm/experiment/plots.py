@@ -16,6 +16,17 @@ from simfarm.evaluation.plots import _pyplot, _save, plot_leaderboard
 Series = dict[str, list[tuple[float, float]]]
 """metric name -> [(step, value), ...]"""
 
+PPO_REWARD_KEYS = ("mean_reward", "mean_score")
+"""PPO's reward (score minus KL penalty) and raw score, when its metrics carry them."""
+PPO_KL_KEYS = ("kl",)
+"""PPO's KL to the reference policy (not ``approx_kl``, the step's policy change)."""
+
+
+def _pick(series: Series, keys: tuple[str, ...]) -> Series:
+    """The preferred metrics when present, else every match (a recipe naming them otherwise)."""
+    chosen = {k: v for k, v in series.items() if k in keys}
+    return chosen or series
+
 
 def read_metrics(path: Path) -> list[dict[str, object]]:
     """The lines of a ``metrics.jsonl`` (empty when the file is missing)."""
@@ -89,8 +100,11 @@ def write_plots(
     if path:
         figures["Training loss"] = path
     ppo = {name: rows for name, rows in metrics.items() if name in ppo_runs}
-    for wanted, title in (("reward", "PPO reward"), ("kl", "PPO KL to the reference")):
-        curves = {name: metric_series(rows, wanted) for name, rows in ppo.items()}
+    for wanted, keys, title in (
+        ("reward", PPO_REWARD_KEYS, "PPO reward"),
+        ("kl", PPO_KL_KEYS, "PPO KL to the reference"),
+    ):
+        curves = {name: _pick(metric_series(rows, wanted), keys) for name, rows in ppo.items()}
         path = plot_curves(curves, out_dir / f"ppo_{wanted}.png", title=title, y_label=wanted)
         if path:
             figures[title] = path

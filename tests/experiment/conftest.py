@@ -53,9 +53,30 @@ def write_recipes(folder: Path, data: dict[str, Path]) -> dict[str, Path]:
     """Tiny SFT and DPO recipes (the experiment replaces model, seed and data)."""
     sft = {"method": "sft", "data": {"train": {"path": str(data["sft"])}}, "training": TRAINING}
     dpo = {"method": "dpo", "data": {"annotations": str(data["sft"])}, "training": TRAINING}
+    best_of_n = {
+        "method": "best_of_n",
+        "data": {"prompts": {"path": str(data["eval"])}},
+        "n": 2,
+        "generation": {"max_new_tokens": 8, "temperature": 1.0},
+    }
+    ppo = {
+        "method": "ppo",
+        "data": {"prompts": {"path": str(data["unlabeled"])}},
+        "generation": {"max_new_tokens": 8, "temperature": 1.0},
+        "ppo": {
+            "steps": 2,
+            "batch_size": 2,
+            "mini_batch_size": 2,
+            "ppo_epochs": 1,
+            "learning_rate": 0.01,
+        },
+        "save_steps": 1,
+    }
     return {
         "sft": write_yaml(folder / "sft.yaml", sft),
         "dpo": write_yaml(folder / "dpo.yaml", dpo),
+        "best_of_n": write_yaml(folder / "best_of_n.yaml", best_of_n),
+        "ppo": write_yaml(folder / "ppo.yaml", ppo),
     }
 
 

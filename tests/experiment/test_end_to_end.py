@@ -112,3 +112,61 @@ def test_kill_during_training_then_rerun_matches_an_uninterrupted_run(
     # stronger than the board: the resumed DPO answers exactly as the uninterrupted one
     outputs = "methods/dpo/eval_outputs.json"
     assert (killed / outputs).read_text() == (whole / outputs).read_text()
+
+
+class _Recorder:
+    """An ExperimentProgress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.updates: list[tuple[str, str, int, int]] = []
+        self.finished: list[str] = []
+
+    def stage_started(self, name: str) -> None:
+        self.started.append(name)
+
+    def stage_progress(self, name: str, description: str, done: int, total: int) -> None:
+        self.updates.append((name, description, done, total))
+
+    def stage_finished(self, record: Any) -> None:
+        self.finished.append(record.name)
+
+
+@pytest.mark.slow
+def test_best_of_n_and_ppo_join_the_board_with_their_curves(
+    tmp_path: Path, tiny_model: Path, tiny_setup: Any
+) -> None:
+    from simfarm.experiment import load_experiment_config, run_experiment
+
+    data, recipes = tiny_setup
+    methods = [
+        {"method": "sft"},
+        {"method": "best_of_n", "recipe": str(recipes["best_of_n"])},
+        {"method": "ppo", "recipe": str(recipes["ppo"])},
+    ]
+    path = write_yaml(tmp_path / "exp.yaml", experiment_dict(tiny_model, data, recipes, methods))
+    progress = _Recorder()
+    result = run_experiment(load_experiment_config(path), tmp_path / "run", progress=progress)
+    board = _board(tmp_path / "run")
+    assert set(board.index) == {"sft", "best_of_n", "ppo"}
+    assert progress.started == progress.finished
+    assert {"sft", "train.best_of_n", "train.ppo", "evaluate"} <= set(progress.started)
+    assert any(name == "train.ppo" and total > 0 for name, _, _, total in progress.updates)
+    # best-of-n's answers are its tournament picks, judged by the feedback persona (noisy copy)
+    picks = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "methods" / "best_of_n" / "best_of_n.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    answers = json.loads(
+        (tmp_path / "run" / "methods" / "best_of_n" / "eval_outputs.json").read_text()
+    )
+    assert [a["output"] for a in answers] == [p["output"] for p in picks]
+    recipe = json.loads((tmp_path / "run" / "manifest.json").read_text())["recipes"]
+    scorer = recipe["ppo"]["effective_config"]["scorer"]
+    assert scorer["annotator"].endswith("annotators/longest.yaml")
+    assert recipe["best_of_n"]["effective_config"]["selection"] == "tournament"
+    html = result.report_path.read_text()
+    for title in ("PPO reward", "PPO KL to the reference", "Training loss"):
+        assert f"<figcaption>{title}</figcaption>" in html, title
