@@ -39,7 +39,7 @@ from simfarm.experiment.stages import (
     StageRunner,
     atomic_write_text,
 )
-from simfarm.types import PairwiseAnnotation, PairwiseItem, stable_digest
+from simfarm.types import PairwiseItem, stable_digest
 
 
 @dataclass
@@ -72,12 +72,24 @@ def _write_records(path: Path, records: Sequence[Any]) -> None:
     atomic_write_text(path, lines)
 
 
-def _read_annotations(path: Path) -> list[PairwiseAnnotation]:
-    return [
-        PairwiseAnnotation.model_validate_json(line)
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+STAGE_DIGEST_FILE = "experiment_stage.digest"
+"""Written into a recipe's run folder: the input digest of the stage that owns it."""
+
+
+def _claim_run_dir(run_dir: Path, digest: str) -> None:
+    """Make ``run_dir`` this stage's: a folder left by the same stage (same input digest:
+    a crash mid-training) is kept so the recipe resumes; one left for other inputs (an
+    edited config, a retrained upstream stage) is moved aside, never deleted, so the recipe
+    neither refuses it nor returns its stale result."""
+    marker = run_dir / STAGE_DIGEST_FILE
+    if run_dir.exists():
+        previous = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+        if previous == digest:
+            return
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{int(time.time())}")
+        run_dir.rename(aside)
+    run_dir.mkdir(parents=True)
+    atomic_write_text(marker, digest + "\n")
 
 
 class ExperimentRun:
@@ -114,6 +126,7 @@ class ExperimentRun:
         inputs = recipe.model_dump(mode="json")
 
         def body(ctx: StageContext) -> None:
+            _claim_run_dir(run_dir, self.stages.digest(stage, inputs, after))
             result = run_recipe(recipe, run_dir, progress=ctx.progress)
             ctx.details["final_metrics"] = result.final_metrics
             ctx.details["checkpoint"] = str(result.checkpoint)
