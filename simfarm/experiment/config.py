@@ -210,7 +210,9 @@ def load_experiment_config(path: Path) -> ExperimentConfig:
         config.evaluation.reference.outputs = resolved
     for key, spec in _method_specs(config):
         if key != "sft" and spec.method == "sft" and spec.recipe is None and not spec.overrides:
-            spec.recipe = config.sft.recipe  # the SFT baseline itself (resolved just above)
+            # the SFT baseline itself (resolved just above): same recipe, same overrides
+            spec.recipe = config.sft.recipe
+            spec.overrides = dict(config.sft.overrides)
             continue
         if spec.recipe is not None:
             spec.recipe = _resolve(base, spec.recipe)

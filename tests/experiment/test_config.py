@@ -111,3 +111,18 @@ def test_committed_schema_is_current() -> None:
     assert schema_path().read_text() == schema_text(), (
         "run `python -m simfarm.experiment.schema` to regenerate"
     )
+
+
+def test_plain_sft_entry_is_the_sft_baseline(tmp_path: Path, tiny_setup: Any) -> None:
+    from simfarm.experiment.run import _is_sft_baseline
+
+    config = _config(tmp_path, tiny_setup)
+    config["sft"]["overrides"] = {"training.max_steps": 3}
+    config["methods"].append(
+        {"method": "sft", "name": "sft_long", "overrides": {"training.max_steps": 9}}
+    )
+    loaded = load_experiment_config(write_yaml(tmp_path / "exp.yaml", config))
+    baseline, dpo, separate = loaded.methods
+    assert _is_sft_baseline(loaded, baseline), "trained once, as the SFT stage"
+    assert not _is_sft_baseline(loaded, separate)
+    assert not _is_sft_baseline(loaded, dpo)
