@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from simfarm.errors import ConfigError
 from simfarm.training.config import (
     DPOConfig,
     PreferenceData,
@@ -288,7 +289,10 @@ def _preference_datasets(
         },
     )
     if not pairs:
-        raise ValueError(f"{source}: no usable preference pairs (see manifest preference_stats)")
+        raise ConfigError(
+            f"{source}: no usable preference pairs ({stats.records} records, "
+            f"{stats.ties_dropped} ties dropped, {stats.failures_skipped} failures skipped)"
+        )
 
     def rows(items: list[PreferencePair]) -> Any:
         return Dataset.from_list(
