@@ -80,7 +80,7 @@ class Selection:
     input: str
     samples: list[str]
     scores: list[float]
-    """Per sample: the absolute score, or matches won in the tournament."""
+    """Per sample: the absolute score, or rounds survived in the tournament."""
     chosen_index: int
 
     @property

@@ -94,10 +94,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _policy_spec(config: ExpertIterationConfig, checkpoint: Path | None) -> Any:
-    """The round's sampling policy: the base model, or the base with a round's adapter."""
+    """The round's sampling policy: the base model, the base with a round's LoRA adapter, or
+    a round's full weights."""
+    from simfarm.training.policy import is_adapter_folder
+
     if checkpoint is None:
         return config.model
-    return config.model.model_copy(update={"adapter": checkpoint})
+    if is_adapter_folder(checkpoint):
+        return config.model.model_copy(update={"adapter": checkpoint})
+    return config.model.model_copy(update={"name_or_path": str(checkpoint), "adapter": None})
 
 
 def _measure(

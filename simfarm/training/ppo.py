@@ -220,8 +220,15 @@ class PPOTrainer:
             if self.hp.adaptive_kl
             else FixedKLController(self.hp.kl_coef)
         )
-        eos = tokenizer.eos_token_id
-        self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        # Generation stops at any of the tokenizer's and the model's end tokens (Gemma's
+        # generation config adds <end_of_turn>); the response mask must know all of them.
+        eos_ids: list[int] = []
+        generation_config = getattr(model, "generation_config", None)
+        for eos in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+            for token in [eos] if isinstance(eos, int) else list(eos or []):
+                if token not in eos_ids:
+                    eos_ids.append(int(token))
+        self.eos_token_ids = eos_ids
         self.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         )
@@ -292,12 +299,17 @@ class PPOTrainer:
                 top_k=0,
                 max_new_tokens=generation.max_new_tokens,
                 pad_token_id=self.pad_token_id,
+                eos_token_id=self.eos_token_ids,
             )
         responses = sequences[:, prompt_length:]
         mask = response_mask(responses, self.eos_token_ids)
         attention_mask = torch.cat([encoded["attention_mask"], mask], dim=1)
         float_mask = mask.float()
-        texts = self.tokenizer.batch_decode(responses * mask, skip_special_tokens=True)
+        lengths = mask.sum(dim=1).tolist()
+        texts = [
+            self.tokenizer.decode(row[: int(length)], skip_special_tokens=True)
+            for row, length in zip(responses, lengths, strict=True)
+        ]
         scored = self.score(instructions, inputs, texts, references)
         scores = torch.tensor(scored.scores, dtype=torch.float32, device=self.device)
         if self.hp.score_clip is not None:

@@ -132,9 +132,9 @@ class AnnotatorScorer:
 
         Pairs are (0, 1), (2, 3), ... in sample order; an odd one out advances on a bye; a tie
         or a failed match goes to the lower sample index, so the result is deterministic and
-        does not favour later samples. Returns (winner index per prompt, matches won per
-        candidate, failed matches): the winner of ``n`` candidates has won ``ceil(log2 n)``
-        matches (fewer after byes).
+        does not favour later samples. Returns (winner index per prompt, rounds survived per
+        candidate (a bye counts as a round survived), failed matches): the winner has survived
+        all ``ceil(log2 n)`` rounds, strictly more than anyone else.
         """
         alive = [list(range(len(c))) for c in candidates]
         wins = [[0.0] * len(c) for c in candidates]
@@ -164,8 +164,9 @@ class AnnotatorScorer:
                 wins[prompt][winner] += 1.0
                 next_alive[prompt].append(winner)
             for prompt, indices in enumerate(alive):
-                if len(indices) % 2 == 1:
-                    next_alive[prompt].append(indices[-1])  # the bye
+                if len(indices) % 2 == 1 and len(indices) > 1:
+                    next_alive[prompt].append(indices[-1])  # the bye: advances, counts
+                    wins[prompt][indices[-1]] += 1.0
                 next_alive[prompt].sort()
             alive = [n if len(a) > 1 else a for n, a in zip(next_alive, alive, strict=True)]
         return [a[0] for a in alive], wins, failed

@@ -1,7 +1,12 @@
 """Expert iteration on a tiny model: round 2's policy (SFT on round 1's best-of-n winners)
-must score above round 1's (the base model) under the same persona (``longest`` vs a fixed
-reference, so "better" means "longer", which a few SFT steps on the longest of 4 samples
-teach a tiny random model)."""
+must score above round 1's (the base model) under the same persona.
+
+The persona is a rule persona, ``shortest``, loaded from a YAML file like any user persona,
+judging each response against a fixed 10-character reference. SFT on the shortest of 4
+samples (each followed by the end-of-sequence token) teaches a tiny random model to stop
+early within a few steps, so "better" is learnable; ``longest`` would not be: the winners are
+cut at max_new_tokens, so SFT on them also teaches an early stop.
+"""
 
 from __future__ import annotations
 
@@ -14,33 +19,37 @@ from simfarm.training.expert_iteration import ExpertIterationConfig
 
 pytestmark = pytest.mark.slow
 
-TINY_LORA = {
-    "r": 8,
-    "alpha": 16,
-    "target_modules": [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head",
-    ],
-}  # fmt: skip
-
 
 def test_second_round_scores_above_the_first(tiny_model_dir: Path, tmp_path: Path) -> None:
     from simfarm.training.run import run_recipe
 
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    (personas / "shortest_rule.yaml").write_text(
+        "description: Prefers the shorter output; no model.\nrule: shortest\n", encoding="utf-8"
+    )
     data = tmp_path / "prompts.jsonl"
-    rows = [{"instruction": f"List some things, part {i}.", "output": "x" * 20} for i in range(8)]
+    rows = [{"instruction": f"List some things, part {i}.", "output": "x" * 10} for i in range(8)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     config = ExpertIterationConfig.model_validate(
         {
             "method": "expert_iteration",
             "seed": 0,
             "model": {"name_or_path": str(tiny_model_dir), "dtype": "float32", "device": "cpu"},
-            "lora": TINY_LORA,
+            # Full fine-tuning: LoRA on a random tiny model's trunk barely moves its output
+            # distribution (near-zero embeddings); the LoRA path runs on Gemma in the YAML.
+            "lora": {"enabled": False},
             "data": {"prompts": {"path": str(data)}},
             "rounds": 2,
             "n": 4,
-            "scorer": {"kind": "annotator", "annotator": "longest", "reference": "data"},
-            "generation": {"max_new_tokens": 12, "temperature": 1.0, "batch_size": 16},
-            "sft": {"learning_rate": 5e-3, "max_steps": 16, "batch_size": 4, "save_steps": 8},
+            "scorer": {
+                "kind": "annotator",
+                "annotator": "shortest_rule",
+                "annotators_dirs": [str(personas)],
+                "reference": "data",
+            },
+            "generation": {"max_new_tokens": 6, "temperature": 1.0, "batch_size": 16},
+            "sft": {"learning_rate": 1e-2, "max_steps": 24, "batch_size": 4, "save_steps": 8},
         }
     )
     result = run_recipe(config, tmp_path / "run")
@@ -54,4 +63,4 @@ def test_second_round_scores_above_the_first(tiny_model_dir: Path, tmp_path: Pat
     assert [r["round"] for r in rounds if r["stage"] == "expert_iteration"] == [1, 2]
     winners_2 = (tmp_path / "run" / "rounds" / "round-2" / "sft_data.jsonl").read_text("utf-8")
     assert len(winners_2.splitlines()) == 16  # accumulated: both rounds' winners
-    assert (result.checkpoint / "adapter_config.json").is_file()
+    assert (result.checkpoint / "model.safetensors").is_file()

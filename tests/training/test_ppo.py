@@ -1,7 +1,7 @@
 """PPO: the arithmetic against hand-computed values, and the recipe end to end on a tiny model.
 
 The end-to-end reward is a real simfarm scorer: the bundled ``longest`` persona judging each
-response against a fixed 20-character reference (+1 longer, -1 shorter). A tiny random model
+response against a fixed 10-character reference (+1 longer, -1 shorter). A tiny random model
 can learn it within a few steps (avoid the end-of-sequence token, prefer multi-character
 tokens), which makes "PPO raises mean reward" a test that runs in about a minute.
 """
@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 from simfarm.training import ppo_math  # noqa: E402
 from simfarm.training.ppo import PPOConfig, latest_checkpoint, prompt_batches, response_mask  # noqa: E402
 
-REFERENCE = "x" * 20
+REFERENCE = "x" * 10
 # LoRA on the output head too: a random tiny model's embeddings are near zero (std 0.02), so
 # adapters on the trunk alone barely move its (tied) output distribution in a few steps.
 TINY_LORA = {
@@ -123,8 +123,8 @@ def _config(model_dir: Path, data: Path, **ppo: Any) -> PPOConfig:
             "lora": TINY_LORA,
             "data": {"prompts": {"path": str(data)}},
             "scorer": {"kind": "annotator", "annotator": "longest"},
-            "generation": {"max_new_tokens": 12, "temperature": 1.0},
-            "ppo": {"learning_rate": 3e-3, "kl_coef": 0.05, "kl_bound": 20.0, **ppo},
+            "generation": {"max_new_tokens": 6, "temperature": 1.0},
+            "ppo": {"learning_rate": 5e-3, "kl_coef": 0.05, "kl_bound": 20.0, **ppo},
             "save_steps": 2,
         }
     )
@@ -149,13 +149,13 @@ def test_ppo_raises_mean_reward_while_kl_stays_under_its_bound(
 ) -> None:
     from simfarm.training.run import run_recipe
 
-    config = _config(tiny_model_dir, prompts_file, steps=15, batch_size=16, mini_batch_size=8)
+    config = _config(tiny_model_dir, prompts_file, steps=12, batch_size=32, mini_batch_size=8)
     result = run_recipe(config, tmp_path / "run")
     steps = _metrics(tmp_path / "run")
-    assert [r["step"] for r in steps] == list(range(1, 16))
+    assert [r["step"] for r in steps] == list(range(1, 13))
     first = sum(r["mean_score"] for r in steps[:3]) / 3
     last = sum(r["mean_score"] for r in steps[-3:]) / 3
-    assert last > first + 0.25, (first, last)
+    assert last > first + 0.4, (first, last)
     assert all(r["kl"] <= config.ppo.kl_bound for r in steps)
     assert result.final_metrics["kl_within_bound_all_steps"] == 1.0
     assert max(r["kl"] for r in steps) > 0.5  # the policy did move away from the reference
