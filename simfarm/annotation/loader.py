@@ -143,14 +143,15 @@ def annotator_json_schema() -> dict[str, Any]:
     return schema
 
 
-def measured_agreement_note(annotator_id: str, dirs: list[Path] | None = None) -> str | None:
-    """One line stating a persona's measured human agreement, for printing beside any
-    leaderboard it produced; None when the id is not a local persona or has no measurement."""
-    try:
-        loaded = load_annotator(annotator_id, dirs)
-    except ConfigError:
-        return None
-    personas = [loaded] if isinstance(loaded, LoadedPersona) else [m for m, _ in loaded.members]
+def measured_agreement_note(annotator: LoadedPersona | LoadedPool) -> str | None:
+    """One line stating a loaded persona's (or each pool member's) measured human agreement,
+    for printing beside any leaderboard it produced; None when nothing was measured.
+
+    Takes the annotator the caller loaded (from its own search path), never an id to look up:
+    the same id elsewhere on the default path may be another persona."""
+    personas = (
+        [annotator] if isinstance(annotator, LoadedPersona) else [m for m, _ in annotator.members]
+    )
     notes = []
     for persona in personas:
         measured = persona.spec.measured_agreement

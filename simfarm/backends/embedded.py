@@ -14,7 +14,7 @@ into place; a folder without a valid marker is never used.
 
 It is a *base* model (not instruction-tuned) and has no chat template: chat requests are
 rendered as a plain ``User:`` / ``Assistant:`` transcript (see
-:func:`~simfarm.backends.transformers_local.plain_chat_prompt`).
+:func:`~simfarm.backends.local_prompt.plain_chat_prompt`).
 
 Measured on the 2-core CPU machine this project's CI uses (AMD EPYC with AVX512-BF16; torch
 2.13 CPU, transformers 5.24; best of 3, greedy, 64 new tokens per request): conversion ≈ 55 s
@@ -212,6 +212,10 @@ class EmbeddedBackend(TransformersBackend):
 
     name: ClassVar[str] = "embedded"
     options_model: ClassVar[type[LocalModelOptions]] = LocalModelOptions
+    OPERATIONAL_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"device", "batch_size", "max_input_tokens"}
+    )
+    """As for ``transformers`` (see :attr:`TransformersBackend.OPERATIONAL_FIELDS`)."""
     required_modules: ClassVar[tuple[str, ...]] = (
         "torch",
         "transformers",
@@ -250,11 +254,13 @@ class EmbeddedBackend(TransformersBackend):
         return str(self.model_folder())
 
     def identity(self) -> dict[str, Any]:
-        # The folder's location does not change the answers; the weights' digest and the
-        # dtype they run in do.
+        # The converted folder is a deterministic function of the GGUF file and the
+        # conversion code: the GGUF's sha256 (pinned by the weights package) and the
+        # conversion's format version identify its content without hashing it on every start.
         return {
             "backend": self.name,
             "model": MODEL_NAME,
             "sha256": expected_sha256(),
-            "dtype": self.resolved_dtype(),
+            "format_version": FORMAT_VERSION,
+            "options": self.identity_options(),
         }

@@ -8,7 +8,7 @@ Chat requests are rendered here, with the model's chat template, and sent to ``g
 token ids — rather than through ``LLM.chat`` — so that one call can mix chat and raw-prompt
 requests, and so that a base model without a template gets the same plain-transcript rendering
 (and implied stop strings) as in the ``transformers`` backend
-(:func:`~simfarm.backends.transformers_local.render_prompt`).
+(:func:`~simfarm.backends.local_prompt.render_prompt`).
 
 The translation between simfarm's records and vLLM's (:func:`sampling_kwargs`,
 :func:`prompt_input`, :func:`translate_request`, :func:`completion_from_output`) is plain
@@ -23,21 +23,18 @@ import asyncio
 import gc
 import importlib
 import importlib.util
-import logging
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simfarm.backends.base import Backend, BackendSpec
-from simfarm.backends.transformers_local import ChatTokenizer, render_prompt
+from simfarm.backends.base import BackendSpec
+from simfarm.backends.local_base import LocalBatchedBackend, failed
+from simfarm.backends.local_prompt import ChatTokenizer, render_prompt
+from simfarm.backends.model_digest import local_model_identity
 from simfarm.errors import BackendError, ConfigError, MissingExtraError
 from simfarm.types import Completion, CompletionRequest, DecodingParams, Failure, TokenLogprob
-
-logger = logging.getLogger(__name__)
 
 _FEATURE = "the 'vllm' backend"
 
@@ -212,19 +209,25 @@ def _import_vllm() -> Any:
         raise MissingExtraError(_FEATURE, "vllm", error.name or "vllm") from error
 
 
-class VLLMBackend(Backend):
+class VLLMBackend(LocalBatchedBackend[tuple[VLLMInput, DecodingParams]]):
     """A model served by an in-process ``vllm.LLM`` (built on first use)."""
 
     name: ClassVar[str] = "vllm"
+    options_model: ClassVar[type[BaseModel]] = VLLMOptions
+    OPERATIONAL_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"batch_size", "gpu_memory_utilization", "enforce_eager", "tensor_parallel_size"}
+    )
+    """Options that change how vLLM schedules and runs the model, never which model or how it
+    decodes: left out of :meth:`identity` (like batch composition, they can move only
+    floating-point noise). ``engine_kwargs`` are identity as a whole: they can change
+    anything (quantization, RoPE scaling, ...)."""
 
     def __init__(self, model: str, options: VLLMOptions) -> None:
+        super().__init__(options.batch_size)
         self.model_id = model
         self.options = options
-        self.batch_size = options.batch_size
-        self.max_concurrency = 1
         self._llm: Any = None
-        self._lock = threading.Lock()
-        self._requests_sent = 0
+        self._identity: dict[str, Any] | None = None
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> VLLMBackend:
@@ -239,11 +242,13 @@ class VLLMBackend(Backend):
         return cls(spec.model, options)
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_id, "dtype": self.options.dtype}
-
-    @property
-    def requests_sent(self) -> int:
-        return self._requests_sent
+        """Backend, model and every option that can change an answer (``revision``,
+        ``seed``, ``max_model_len``, ``engine_kwargs``, ...); for a local folder its content
+        digest instead of its path (computed once per backend instance)."""
+        if self._identity is None:
+            self._identity = local_model_identity(self.name, self.model_id, {})
+        options = self.options.model_dump(mode="json", exclude=set(self.OPERATIONAL_FIELDS))
+        return {**self._identity, "options": options}
 
     def _engine(self) -> Any:
         if self._llm is None:
@@ -271,80 +276,36 @@ class VLLMBackend(Backend):
                 ) from error
         return self._llm
 
-    async def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]:
-        if not requests:
-            return []
-        return await asyncio.to_thread(self._complete_sync, list(requests))
+    # -- completions (called by LocalBatchedBackend under the lock) --
 
-    def _complete_sync(self, requests: list[CompletionRequest]) -> list[Completion]:
-        with self._lock:
-            llm = self._engine()
-            vllm = _import_vllm()
-            tokenizer = llm.get_tokenizer()
-            results: list[Completion | None] = [None] * len(requests)
-            pending: list[tuple[int, VLLMInput]] = []
-            for index, request in enumerate(requests):
-                try:
-                    pending.append((index, translate_request(request, tokenizer)))
-                except ValueError as error:
-                    results[index] = Completion(
-                        failure=Failure(kind="client_error", message=str(error))
-                    )
-            for start in range(0, len(pending), self.batch_size):
-                chunk = pending[start : start + self.batch_size]
-                for index, completion in self._generate(llm, vllm, requests, chunk):
-                    results[index] = completion
-            return [
-                c
-                if c is not None
-                else Completion(failure=Failure(kind="backend", message="no result"))
-                for c in results
-            ]
+    def _ready(self) -> None:
+        self._engine()
 
-    def _generate(
-        self,
-        llm: Any,
-        vllm: Any,
-        requests: list[CompletionRequest],
-        chunk: list[tuple[int, VLLMInput]],
-    ) -> list[tuple[int, Completion]]:
-        """One ``generate`` call for ``chunk``; if it raises (vLLM validates every request up
-        front, so one over-long prompt fails the call), retry each request alone so only the
-        bad one fails."""
-        self._requests_sent += len(chunk)
-        started = time.perf_counter()
+    def _prepare(self, request: CompletionRequest) -> tuple[VLLMInput, DecodingParams] | Completion:
         try:
-            outputs = llm.generate(
-                [item.prompt for _i, item in chunk],
-                sampling_params=[vllm.SamplingParams(**item.sampling) for _i, item in chunk],
-                use_tqdm=False,
-            )
-        except Exception as error:
-            if len(chunk) == 1:
-                kind: Literal["client_error", "backend"] = (
-                    "client_error" if isinstance(error, ValueError) else "backend"
-                )
-                message = f"vLLM failed: {type(error).__name__}: {error}"
-                return [(chunk[0][0], Completion(failure=Failure(kind=kind, message=message)))]
-            logger.warning("vLLM batch of %d failed (%s); retrying one by one", len(chunk), error)
-            self._requests_sent -= len(chunk)
-            results: list[tuple[int, Completion]] = []
-            for item in chunk:
-                results.extend(self._generate(llm, vllm, requests, [item]))
-            return results
-        latency = (time.perf_counter() - started) / len(chunk)  # each request's share
+            return translate_request(request, self._engine().get_tokenizer()), request.params
+        except ValueError as error:
+            return failed("client_error", str(error))
+
+    def _run_batch(self, batch: list[tuple[VLLMInput, DecodingParams]]) -> list[Completion]:
+        """One ``generate`` call (vLLM validates every request up front, so one over-long
+        prompt fails the call; the base class then runs the requests one by one)."""
+        vllm = _import_vllm()
+        outputs = self._engine().generate(
+            [item.prompt for item, _params in batch],
+            sampling_params=[vllm.SamplingParams(**item.sampling) for item, _params in batch],
+            use_tqdm=False,
+        )
         return [
-            (
-                index,
-                completion_from_output(
-                    output,
-                    requests[index].params,
-                    strip_output=item.strip_output,
-                    latency_s=latency,
-                ),
-            )
-            for (index, item), output in zip(chunk, outputs, strict=True)
+            completion_from_output(output, params, strip_output=item.strip_output)
+            for (item, params), output in zip(batch, outputs, strict=True)
         ]
+
+    def _batch_failure(self, error: Exception) -> Completion:
+        kind: Literal["client_error", "backend"] = (
+            "client_error" if isinstance(error, ValueError) else "backend"
+        )
+        return failed(kind, f"vLLM failed: {type(error).__name__}: {error}")
 
     async def aclose(self) -> None:
         def release() -> None:

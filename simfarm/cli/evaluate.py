@@ -7,7 +7,7 @@ command, so ``simfarm --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -104,6 +104,7 @@ def evaluate(
             raise SimfarmError("give --annotations or --model-outputs, not both")
         if annotations:
             inputs = from_annotation_files([*annotations, *extra], policy)
+            inputs.judge_agreement = _named_judges_agreement(inputs.annotations, annotators_dir)
         elif model_outputs:
             if reference_outputs is None or annotator is None:
                 raise SimfarmError("--model-outputs needs --reference-outputs and --annotator")
@@ -168,3 +169,21 @@ def evaluate(
     for note in leaderboard.judge_agreement:
         console.print(f"[bold yellow]judge quality:[/] {note}", highlight=False)
     console.print(f"written: {', '.join(str(p) for p in paths.values() if p.parent == out)}")
+
+
+def _named_judges_agreement(
+    annotations: dict[str, list[Any]], annotators_dirs: list[Path] | None
+) -> list[str]:
+    """Measured human agreement of the judges that annotation files name, for those that are
+    personas on this search path (``--annotators-dir`` first); others have none to show."""
+    from simfarm.annotation.loader import load_annotator, measured_agreement_note
+
+    notes = []
+    for judge in sorted({a.annotator for anns in annotations.values() for a in anns}):
+        try:
+            note = measured_agreement_note(load_annotator(judge, annotators_dirs))
+        except SimfarmError:
+            continue
+        if note:
+            notes.append(note)
+    return notes

@@ -85,8 +85,9 @@ class Leaderboard(Record):
     """How instruction difficulty was obtained (None when LC was not computed)."""
     glm_weights: dict[str, GLMWeights] = Field(default_factory=dict)
     judge_agreement: list[str] = Field(default_factory=list)
-    """Measured human agreement of the judges behind these rows (from their persona
-    files), shown beside the leaderboard so a weak judge is never taken for a faithful one."""
+    """Measured human agreement of the judges behind these rows (from the personas that
+    judged, given by the caller), shown beside the leaderboard so a weak judge is never taken
+    for a faithful one."""
 
 
 def _reference(annotations_by_model: Mapping[str, Sequence[PairwiseAnnotation]]) -> str:
@@ -127,11 +128,15 @@ def build_leaderboard(
     length_controlled: bool = True,
     difficulty: InstructionDifficulty | None = None,
     difficulty_method: DifficultyMethod = "joint_glm",
+    judge_agreement: Sequence[str] = (),
 ) -> tuple[Leaderboard, InstructionDifficulty | None]:
     """The leaderboard of every model in ``annotations_by_model`` (keyed by model name).
 
     ``difficulty``: per-instruction values to use; when None they are estimated from these
     annotations with ``difficulty_method`` (and returned, to be stored).
+    ``judge_agreement``: the judges' measured human agreement, one line each, shown with the
+    board; given by the caller, which knows which persona judged (see
+    :func:`simfarm.annotation.loader.measured_agreement_note`).
     """
     models = {m: a for m, a in annotations_by_model.items() if a}
     if not models:
@@ -158,15 +163,11 @@ def build_leaderboard(
         value = row.length_controlled_winrate if length_controlled else row.win_rate
         return -value if value is not None and not math.isnan(value) else math.inf
 
-    from simfarm.annotation.loader import measured_agreement_note
-
-    judges = sorted({a.annotator for anns in models.values() for a in anns})
-    notes = [note for judge in judges if (note := measured_agreement_note(judge))]
     return (
         Leaderboard(
             reference=reference,
             rows=sorted(rows.values(), key=sort_key),
-            judge_agreement=notes,
+            judge_agreement=list(judge_agreement),
             difficulty_method=difficulty.method if length_controlled and difficulty else None,
             glm_weights=weights,
         ),

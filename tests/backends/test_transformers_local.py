@@ -15,13 +15,9 @@ import pytest
 
 from simfarm.backends import BackendSpec, create_backend
 from simfarm.backends.embedded import ensure_converted
-from simfarm.backends.transformers_local import (
-    FALLBACK_CHAT_STOPS,
-    ContinuationScore,
-    TransformersBackend,
-    plain_chat_prompt,
-    render_prompt,
-)
+from simfarm.backends.local_prompt import FALLBACK_CHAT_STOPS, plain_chat_prompt, render_prompt
+from simfarm.backends.model_digest import folder_digest
+from simfarm.backends.transformers_local import TransformersBackend
 from simfarm.errors import BackendError, ConfigError
 from simfarm.types import ChatMessage, Completion, CompletionRequest, DecodingParams
 
@@ -63,13 +59,15 @@ def _prompt(text: str, **params: object) -> CompletionRequest:
     return CompletionRequest(prompt=text, params=DecodingParams(**params))
 
 
-def test_identity_names_the_resolved_folder_and_dtype(
+def test_identity_names_the_folder_content_and_options(
     backend: TransformersBackend, model_dir: Path
 ) -> None:
-    assert backend.identity() == {
+    identity = backend.identity()
+    assert identity == {
         "backend": "transformers",
-        "model": str(model_dir.resolve()),
-        "dtype": "float32",
+        "model": model_dir.resolve().name,
+        "options": {"dtype": "float32", "trust_remote_code": False, "revision": None},
+        "content_sha256": folder_digest(model_dir),
     }
     assert backend.max_concurrency == 1
     assert backend.batch_size == 8
@@ -200,34 +198,6 @@ def test_chat_template_output_gets_no_second_bos(backend: TransformersBackend) -
         assert result.prompt_tokens == len(ids)
     finally:
         tokenizer.chat_template = None
-
-
-def test_score_continuations_ranks_and_handles_the_boundary(backend: TransformersBackend) -> None:
-    prompt = "The capital of France is"
-    scores = backend.score_continuations(
-        [
-            (prompt, " Paris"),
-            (prompt, " banana"),
-            (prompt + " ", "Paris"),  # the space moves into the continuation's token
-            (prompt, " Paris, the city of light"),
-            (prompt, ""),
-        ]
-    )
-    paris, banana, spaced, longer, empty = scores
-    assert all(isinstance(s, ContinuationScore) for s in scores)
-    assert paris.n_tokens == 1 and paris.sum_logprob > banana.sum_logprob
-    assert spaced.n_tokens == 1 and spaced.sum_logprob == pytest.approx(paris.sum_logprob, abs=1e-4)
-    tokenizer = backend.tokenizer
-    expected = len(tokenizer(prompt + " Paris, the city of light")["input_ids"]) - len(
-        tokenizer(prompt)["input_ids"]
-    )
-    assert longer.n_tokens == expected
-    assert longer.mean_logprob == pytest.approx(longer.sum_logprob / longer.n_tokens)
-    assert longer.sum_logprob < paris.sum_logprob < 0
-    assert empty == ContinuationScore(sum_logprob=0.0, mean_logprob=0.0, n_tokens=0)
-    # Batched scoring equals scoring alone, and the async wrapper agrees.
-    (alone,) = asyncio.run(backend.ascore_continuations([(prompt, " Paris, the city of light")]))
-    assert alone.sum_logprob == pytest.approx(longer.sum_logprob, abs=1e-3)
 
 
 def test_options_are_validated() -> None:

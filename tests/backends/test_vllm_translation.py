@@ -4,16 +4,18 @@ simfarm's records and vLLM's, fed with plain objects shaped like vLLM's own
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import subprocess
 import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from simfarm.backends import BackendSpec, backend_class, create_backend
-from simfarm.backends.transformers_local import FALLBACK_CHAT_STOPS, plain_chat_prompt
+from simfarm.backends import BackendSpec, backend_class, create_backend, vllm_engine
+from simfarm.backends.local_prompt import FALLBACK_CHAT_STOPS, plain_chat_prompt
 from simfarm.backends.vllm_engine import (
     VLLMBackend,
     VLLMOptions,
@@ -86,6 +88,8 @@ def test_missing_vllm_names_the_extra() -> None:
 def test_modules_import_without_torch() -> None:
     code = (
         "import sys, simfarm.backends.vllm_engine, simfarm.backends.transformers_local, "
+        "simfarm.backends.local_base, simfarm.backends.local_decoder, "
+        "simfarm.backends.local_prompt, "
         "simfarm.backends.embedded; "
         "assert 'torch' not in sys.modules and 'vllm' not in sys.modules, 'eager import'"
     )
@@ -218,3 +222,51 @@ def test_options_are_validated() -> None:
     assert VLLMOptions().batch_size == 256
     with pytest.raises(ValueError):
         VLLMOptions.model_validate({"gpu_memory_utilisation": 0.5})
+
+
+class StandInLLM:
+    """Stands in for ``vllm.LLM`` (vLLM cannot run here): like vLLM, it validates every
+    prompt before generating, so one over-long prompt fails the whole call."""
+
+    max_model_len = 12
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.calls: list[int] = []
+
+    def get_tokenizer(self) -> TemplatedTokenizer:
+        return TemplatedTokenizer()
+
+    def generate(
+        self, prompts: list[dict], sampling_params: list[Any], use_tqdm: bool
+    ) -> list[RequestOutput]:
+        self.calls.append(len(prompts))
+        for prompt in prompts:
+            if len(prompt["prompt"]) > self.max_model_len:
+                raise ValueError(f"prompt longer than max_model_len={self.max_model_len}")
+        return [
+            RequestOutput(
+                request_id=str(i),
+                prompt=p["prompt"],
+                prompt_token_ids=[1, 2],
+                prompt_logprobs=None,
+                outputs=[CompletionOutput(0, p["prompt"].upper(), [7], None, None, "stop")],
+            )
+            for i, p in enumerate(prompts)
+        ]
+
+
+def test_backend_batches_and_fails_only_the_bad_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in = types.SimpleNamespace(LLM=StandInLLM, SamplingParams=lambda **kw: kw)
+    monkeypatch.setattr(vllm_engine, "_import_vllm", lambda: stand_in)
+    backend = VLLMBackend("org/model", VLLMOptions(batch_size=3, seed=5))
+    prompts = ["one", "a prompt far too long for it", "two", "three"]
+    results = asyncio.run(backend.complete([CompletionRequest(prompt=p) for p in prompts]))
+    assert [r.text for r in results] == ["ONE", "", "TWO", "THREE"]
+    assert results[1].failure is not None and results[1].failure.kind == "client_error"
+    assert "max_model_len" in results[1].failure.message
+    assert all(r.ok and r.latency_s > 0 for i, r in enumerate(results) if i != 1)
+    # batch of 3 failed -> rerun one by one; then the last request in a batch of its own
+    assert backend._llm.calls == [3, 1, 1, 1, 1]
+    assert backend._llm.kwargs["seed"] == 5
+    assert backend.requests_sent == 4

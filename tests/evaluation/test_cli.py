@@ -113,6 +113,45 @@ def test_evaluate_from_model_outputs_with_an_annotator(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(pd.read_csv(again / "leaderboard.csv", index_col=0), board)
 
 
+def test_judge_agreement_comes_from_the_persona_that_judged(tmp_path: Path) -> None:
+    # A persona only in --annotators-dir: its measured agreement must reach the board, both
+    # when it judges and when its annotation files are evaluated later.
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    (personas / "my_judge.yaml").write_text(
+        "rule: longest\n"
+        "measured_agreement: {human_set: my hand-labelled pairs, n: 40, agreement: 0.625}\n"
+    )
+    note = "judge `my_judge`: human agreement 0.625 on my hand-labelled pairs (n=40)"
+    outputs = ALPACA / "model_outputs"
+    out = tmp_path / "board"
+    result = runner.invoke(
+        app,
+        ["evaluate", "--model-outputs", str(outputs / "alpaca-7b.json"),
+         "--reference-outputs", str(outputs / "gpt4_1106_preview.json"),
+         "--annotator", "my_judge", "--annotators-dir", str(personas), "--limit", "20",
+         "--no-lc", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "leaderboard.json").read_text())["judge_agreement"] == [note]
+    assert note in (out / "leaderboard.md").read_text()
+    assert "human agreement 0.625" in result.output
+
+    saved = str(out / "annotations" / "alpaca-7b.jsonl")
+    again = tmp_path / "again"
+    args = ["evaluate", "--annotations", saved, "--no-lc", "--out", str(again)]
+    result = runner.invoke(app, [*args, "--annotators-dir", str(personas)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((again / "leaderboard.json").read_text())["judge_agreement"] == [note]
+    # Without the folder, `my_judge` is no persona here: nothing is claimed about it.
+    unknown = tmp_path / "unknown"
+    result = runner.invoke(
+        app, ["evaluate", "--annotations", saved, "--no-lc", "--out", str(unknown)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((unknown / "leaderboard.json").read_text())["judge_agreement"] == []
+
+
 def test_evaluate_reports_usage_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", "--out", str(tmp_path)])
     assert result.exit_code == 2
