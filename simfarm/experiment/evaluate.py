@@ -31,9 +31,12 @@ def evaluate_methods(
     from simfarm.evaluation.run_evaluation import EvaluationInputs, write_evaluation
     from simfarm.experiment.judges import load_judge
 
+    from simfarm.annotation.loader import measured_agreement_note
+
     judge = load_judge(annotator, 0.0)
     reference_outputs = load_model_outputs(reference, "error", warn=False).outputs
-    inputs = EvaluationInputs(annotations={})
+    note = measured_agreement_note(judge)
+    inputs = EvaluationInputs(annotations={}, judge_agreement=[note] if note else [])
     summaries = []
     for name, path in methods.items():
         outputs = load_model_outputs(path, "error", warn=False, default_generator=name).outputs

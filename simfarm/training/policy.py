@@ -200,11 +200,11 @@ class _RowSampler:
         self.params = params
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        from simfarm.backends.transformers_local import _sample
+        from simfarm.backends.local_decoder import sample_token
 
         torch = self.torch
         chosen = [
-            _sample(torch, scores[i], self.params, generator)
+            sample_token(torch, scores[i], self.params, generator)
             for i, generator in enumerate(self.generators)
         ]
         out = torch.full_like(scores, float("-inf"))
