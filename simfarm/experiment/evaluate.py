@@ -27,11 +27,10 @@ def evaluate_methods(
     """Judge each method against ``reference``, write the leaderboard; returns the judge
     summaries (requests, cost, cache hits) per method."""
     from simfarm.annotation import annotate
+    from simfarm.annotation.loader import measured_agreement_note
     from simfarm.datafiles import load_model_outputs, pair_outputs
     from simfarm.evaluation.run_evaluation import EvaluationInputs, write_evaluation
     from simfarm.experiment.judges import load_judge
-
-    from simfarm.annotation.loader import measured_agreement_note
 
     judge = load_judge(annotator, 0.0)
     reference_outputs = load_model_outputs(reference, "error", warn=False).outputs

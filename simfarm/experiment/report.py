@@ -28,8 +28,9 @@ table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
 th,td{border:1px solid #ddd;padding:.3rem .55rem;text-align:right}
 th:first-child,td:first-child{text-align:left} th{background:#f4f4f4}
 .row{display:flex;gap:1.5rem;align-items:flex-start;flex-wrap:wrap}
-.judge{border-left:4px solid #e0a030;background:#fff8e8;padding:.6rem .9rem;max-width:380px;
-font-size:.9rem}
+.row>div:first-child{flex:0 0 auto}
+.judge{border-left:4px solid #e0a030;background:#fff8e8;padding:.6rem .9rem;flex:1 1 240px;
+max-width:380px;font-size:.9rem}
 figure{margin:1rem 0} img{max-width:100%;border:1px solid #eee}
 code{background:#f4f4f4;padding:0 .2rem}
 """
@@ -202,7 +203,14 @@ def write_report(
     run_dirs = {"sft": out_dir / "sft"}
     if config.reward_model is not None:
         run_dirs["reward_model"] = out_dir / "reward_model"
-    run_dirs.update({m.name: out_dir / "methods" / m.name for m in config.methods})
+    from simfarm.experiment.run import _is_sft_baseline
+
+    run_dirs.update(
+        {
+            m.name: out_dir / ("sft" if _is_sft_baseline(config, m) else f"methods/{m.name}")
+            for m in config.methods
+        }
+    )
     ppo = {m.name for m in config.methods if m.method == "ppo"}
     figures = write_plots(board, run_dirs, ppo, out_dir / "plots")
     atomic_write_text(target, render_report(config, board, figures, records))
