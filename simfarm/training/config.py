@@ -131,6 +131,9 @@ class GenerationSpec(_Strict):
     """Nucleus sampling threshold."""
     batch_size: int = Field(default=16, ge=1)
     """Prompts per generation batch."""
+    stop: list[str] = Field(default_factory=lambda: ["###"])
+    """Stop generating a response at these strings (cut off): a base model answering the
+    instruction template otherwise goes on to write the next "### Instruction"."""
 
 
 class FeedbackSpec(_Strict):

@@ -213,6 +213,30 @@ class _RowSampler:
         return out
 
 
+class _StopOnText:
+    """A stopping criterion: a row is done once its generated text contains a stop string
+    (a base model continuing the instruction template writes the next "### Instruction")."""
+
+    def __init__(self, torch: Any, tokenizer: Any, prompt_length: int, stop: Sequence[str]):
+        self.torch = torch
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.stop = list(stop)
+
+    def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_length :], skip_special_tokens=True
+        )
+        done = [any(s in text for s in self.stop) for text in texts]
+        return self.torch.tensor(done, dtype=self.torch.bool, device=input_ids.device)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop string (the stop string itself dropped)."""
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
 def generate(
     policy: Policy,
     prompts: Sequence[str],
@@ -223,12 +247,13 @@ def generate(
     top_p: float = 1.0,
     seed: int,
     batch_size: int = 16,
+    stop: Sequence[str] = (),
 ) -> list[list[str]]:
     """``n`` sampled responses for each (already formatted) prompt: ``result[i][k]``.
 
     Sample ``k`` of prompt ``i`` is reproducible on its own (seeded by ``(seed, prompt,
     k)``); ``temperature=0`` is greedy (then all ``n`` samples are equal). Generation stops at
-    the tokenizer's EOS token.
+    the tokenizer's EOS token or at any of the ``stop`` strings (which are cut off).
     """
     torch, transformers = import_torch_stack()
     tokenizer, model = policy.tokenizer, policy.model
@@ -263,11 +288,16 @@ def generate(
                 kwargs["logits_processor"] = transformers.LogitsProcessorList(
                     [_RowSampler(torch, generators, params)]
                 )
+            prompt_length = encoded["input_ids"].shape[1]
+            if stop:
+                kwargs["stopping_criteria"] = transformers.StoppingCriteriaList(
+                    [_StopOnText(torch, tokenizer, prompt_length, stop)]
+                )
             with torch.inference_mode():
                 output = model.generate(**encoded, **kwargs)
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            for (i, k), row in zip(batch, new_tokens, strict=True):
-                results[i][k] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            for (i, k), row in zip(batch, output[:, prompt_length:], strict=True):
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                results[i][k] = cut_at_stop(text, stop).strip()
     finally:
         tokenizer.padding_side = old_side
         if was_training:
@@ -288,4 +318,5 @@ def generate_with(
         top_p=spec.top_p,
         seed=seed,
         batch_size=spec.batch_size,
+        stop=spec.stop,
     )
