@@ -62,6 +62,7 @@ def sample(
             top_p=spec.top_p,
             seed=seed,
             batch_size=spec.batch_size,
+            stop=spec.stop,
         )
         progress(len(texts), len(prompts))
     tokens = sum(
