@@ -44,6 +44,7 @@ def test_missing_reference_outputs_fail_before_anything_runs(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # it trains three methods on a 270M model: minutes, more on a busy CPU
 def test_quickstart_trains_and_compares_offline(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--quiet"])
