@@ -23,6 +23,7 @@ from simfarm.cli import (
     evaluate,
     personas,
     quickstart,
+    run,
     train,
     validate,
 )
@@ -87,6 +88,7 @@ app.command("validate")(validate.validate)
 app.command("correlate")(correlate.correlate)
 app.command("quickstart")(quickstart.quickstart)
 app.command("train")(train.train)
+app.command("run")(run.run)
 app.add_typer(personas.app, name="personas")
 app.add_typer(cache.app, name="cache")
 

@@ -1,114 +1,86 @@
-"""``simfarm quickstart``: the main job, offline, on the embedded default model.
+"""``simfarm quickstart``: the main job, offline, on a bundled small experiment.
 
-Judges two small systems (``concise`` and ``detailed``) against a ``reference`` on the
-bundled twelve-instruction set (``evals/quickstart/outputs.json``) with the embedded Gemma
-judge, then writes and prints the leaderboard beside the judge's measured human agreement and
-the ``longest`` baseline's leaderboard. The point is the pipeline (persona -> backend ->
-cache -> evaluator), not the verdicts: the embedded judge is near chance, and says so.
+Runs the AlpacaFarm loop of ``recipes/experiments/quickstart.yaml`` (``simfarm run`` on it):
+the embedded Gemma 3 270M with LoRA is fine-tuned (SFT), its sample pairs are judged by a
+simulated annotator with label noise, then best-of-n, DPO and PPO learn from that feedback,
+and every method is judged against the SFT baseline on held-out instructions. The judge is
+the offline persona with the best measured human agreement (today ``longest``), printed
+beside the board. No GPU and no network; a few minutes on two CPU cores.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from simfarm.cli.common import console, err_console, exit_if_failed, fail
+from simfarm.cli.common import console, err_console, fail
 from simfarm.errors import SimfarmError
 from simfarm.paths import bundled_data_dir
 
 
+def quickstart_experiment() -> Path:
+    """The bundled quickstart experiment file."""
+    return bundled_data_dir("recipes") / "experiments" / "quickstart.yaml"
+
+
 def quickstart(
-    out: Annotated[Path, typer.Option(help="Folder for annotations and leaderboards.")] = Path(
-        "simfarm-quickstart"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Run folder (run again with the same folder to resume).")
+    ] = Path("simfarm-quickstart"),
     persona: Annotated[
-        str, typer.Option(help="The judge (any persona; default: the embedded model).")
-    ] = "embedded_gemma",
+        str | None,
+        typer.Option(
+            help="The judge for feedback and evaluation (any persona or pool; default: the "
+            "offline persona with the best measured human agreement)."
+        ),
+    ] = None,
     outputs: Annotated[
         Path | None,
-        typer.Option(help="Outputs of several generators incl. 'reference' (alpaca_eval JSON)."),
+        typer.Option(
+            help="Reference outputs (alpaca_eval JSON covering the eval instructions) to judge "
+            "every method against; default: the SFT baseline's."
+        ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Run the main job offline: simulated pairwise feedback and a leaderboard."""
-    from simfarm.annotation import annotate, load_annotator
-    from simfarm.annotation.loader import measured_agreement_note
-    from simfarm.cli.progress import annotation_progress
-    from simfarm.datafiles import load_model_outputs, pair_outputs, write_records
-    from simfarm.evaluation.leaderboard import build_leaderboard, write_leaderboard
-    from simfarm.evaluation.plots import plot_leaderboard
+    """Run the main job offline: SFT, best-of-n, DPO and PPO on simulated feedback, compared.
 
-    source = outputs or bundled_data_dir("evals") / "quickstart" / "outputs.json"
+    The bundled experiment recipes/experiments/quickstart.yaml, with the offline judge of
+    best measured human agreement; a few minutes on two CPU cores.
+    """
+    from simfarm.cli.run import run_loaded
+    from simfarm.experiment import best_offline_judge, load_experiment_config
+
+    started = time.perf_counter()
+    source = quickstart_experiment()
     try:
-        by_generator = defaultdict(list)
-        for record in load_model_outputs(source, "error").outputs:
-            by_generator[record.generator].append(record)
-        if "reference" not in by_generator or len(by_generator) < 2:
-            raise SimfarmError(f"{source}: needs a 'reference' generator and at least one other")
-        reference = by_generator.pop("reference")
-        items = []
-        for records in by_generator.values():
-            items += pair_outputs(records, reference)[0]
-        boards = {}
-        for judge in (persona, "longest"):
-            loaded = load_annotator(judge)
-            sink = Console(quiet=True) if quiet else err_console
-            with annotation_progress(len(items), loaded.spec.id, sink) as progress:
-                result = annotate(items, loaded, progress=progress)
-            write_records(out / judge / "annotations.jsonl", result.annotations)
-            by_model = defaultdict(list)
-            for annotation in result.annotations:
-                by_model[annotation.generator_2].append(annotation)
-            note = measured_agreement_note(loaded)
-            board, _ = build_leaderboard(
-                by_model, length_controlled=False, judge_agreement=[note] if note else []
-            )
-            write_leaderboard(board, out / judge)
-            plot_leaderboard(board, out / judge / "leaderboard.png")
-            boards[judge] = (board, result)
+        config = load_experiment_config(source)
+        if persona is None:
+            choice = best_offline_judge()
+            judge = choice.persona
+            console.print(f"[bold]judge:[/] {choice.note()}", highlight=False)
+        else:
+            from simfarm.annotation import load_annotator
+
+            judge = load_annotator(persona).spec.id if not persona.endswith(".yaml") else persona
+            console.print(f"[bold]judge:[/] `{judge}` (chosen with --persona)", highlight=False)
+        config.feedback.annotator = judge
+        config.evaluation.annotator = judge
+        if outputs is not None:
+            if not outputs.is_file():
+                raise SimfarmError(f"--outputs: file not found: {outputs}")
+            config.evaluation.reference.outputs = outputs.resolve()
+            config.evaluation.reference.method = None
+        run_loaded(config, source, out, quiet=quiet, title="simfarm quickstart")
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]interrupted[/]: finished stages and paid-for answers are kept; "
+            "run the same command again to resume."
+        )
+        raise typer.Exit(code=130) from None
     except SimfarmError as error:
         raise fail(error) from None
-    _print(boards, persona, out)
-    failures = [a.failure for _, result in boards.values() for a in result.annotations if a.failure]
-    exit_if_failed(failures, sum(len(result.annotations) for _, result in boards.values()))
-
-
-def _print(boards: dict, persona: str, out: Path) -> None:
-    judged, baseline = boards[persona], boards["longest"]
-    table = Table(title=f"simfarm quickstart: win rate vs `{judged[0].reference}`")
-    table.add_column("model")
-    table.add_column(f"{persona} win rate", justify="right")
-    table.add_column("SE", justify="right")
-    table.add_column("longest win rate", justify="right")
-    baseline_rows = {row.generator_2: row for row in baseline[0].rows}
-    for row in judged[0].rows:
-        base = baseline_rows[row.generator_2]
-        table.add_row(
-            row.generator_2,
-            f"{row.win_rate:.1f}",
-            f"{row.standard_error:.1f}",
-            f"{base.win_rate:.1f}",
-        )
-    console.print(table)
-    ours = judged[1].annotations
-    theirs = baseline[1].annotations
-    decided = [
-        (a.preference, b.preference)
-        for a, b in zip(ours, theirs, strict=True)
-        if a.preference is not None and b.preference is not None
-    ]
-    same = sum((a > 1.5) == (b > 1.5) and (a == 1.5) == (b == 1.5) for a, b in decided)
-    summary = judged[1].summary
-    console.print(
-        f"{persona}: {summary.n_annotated}/{summary.n_items} pairs judged, "
-        f"{summary.requests_sent} model requests, {summary.cache_hits} from cache, "
-        f"{summary.elapsed_s:.1f}s; agrees with `longest` on {same}/{len(decided)} pairs."
-    )
-    for note in judged[0].judge_agreement or ["no measured human agreement for this judge"]:
-        console.print(f"[bold yellow]judge quality:[/] {note}", highlight=False)
-    console.print(f"written under {out}/ (annotations, leaderboard.csv/.json/.md/.png per judge)")
+    console.print(f"quickstart finished in {time.perf_counter() - started:.0f}s", highlight=False)
