@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -120,6 +120,7 @@ def print_result(result: ExperimentResult, title: str, wall_s: float) -> None:
     console.print(table)
     for note in board.get("judge_agreement") or ["the judge has no measured human agreement"]:
         console.print(f"[bold yellow]judge quality:[/] {note}", highlight=False)
+    _print_judge_checks(board)
     timings = Table(title="stage timings", show_header=True)
     for column in ("stage", "seconds", "this run", "judge requests", "tokens", "$"):
         timings.add_column(column, justify="left" if column in ("stage", "this run") else "right")
@@ -139,6 +140,19 @@ def print_result(result: ExperimentResult, title: str, wall_s: float) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _print_judge_checks(board: dict[str, Any]) -> None:
+    """Position consistency, degenerate-judge warnings and LC notes, as `evaluate` shows."""
+    from simfarm.evaluation.leaderboard import Leaderboard, judge_lines
+
+    checked = Leaderboard.model_validate(
+        {"reference": board["reference"], "rows": [], "judge_checks": board.get("judge_checks", [])}
+    )
+    for line in judge_lines(checked):
+        console.print(f"[bold yellow]judge check:[/] {line}", highlight=False)
+    for note in board.get("notes") or []:
+        console.print(f"[dim]note:[/] {note}", highlight=False)
 
 
 def run(
