@@ -115,15 +115,26 @@ class _Reporter:
 
 
 def _last_checkpoint(context: RunContext) -> tuple[str | None, int]:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* checkpoint and its step.
 
+    The HF Trainer writes ``trainer_state.json`` last, so a folder without a readable one was
+    cut off mid-save (Ctrl-C or kill -9): it holds nothing usable and is removed, and the
+    run resumes from the checkpoint before it.
+    """
     if not context.checkpoints_dir.is_dir():
         return None, 0
-    path = get_last_checkpoint(str(context.checkpoints_dir))
-    if path is None:
-        return None, 0
-    state = json.loads((Path(path) / "trainer_state.json").read_text(encoding="utf-8"))
-    return path, int(state["global_step"])
+    candidates = []
+    for folder in context.checkpoints_dir.glob("checkpoint-*"):
+        suffix = folder.name.removeprefix("checkpoint-")
+        if folder.is_dir() and suffix.isdigit():
+            candidates.append((int(suffix), folder))
+    for _, folder in sorted(candidates, reverse=True):
+        try:
+            state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(folder), int(state["global_step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            shutil.rmtree(folder, ignore_errors=True)
+    return None, 0
 
 
 def _train(
