@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from simfarm.annotation.loader import LoadedPersona, LoadedPool
 
 
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Installed version of each distribution (None when absent), for manifests: a result
+    is traceable only with the library versions that produced it."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 class Provenance(Record):
     simfarm_version: str
     python: str

@@ -9,7 +9,6 @@ the stages with their input digests.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import platform
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 from simfarm.experiment.config import SPLITS, ExperimentConfig
 from simfarm.experiment.stages import StageRecord, atomic_write_text
+from simfarm.provenance import package_versions as versions_of
 from simfarm.types import canonical_json
 
 PACKAGES = (
@@ -42,13 +42,7 @@ PACKAGES = (
 
 
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return versions_of(PACKAGES)
 
 
 def path_digest(path: Path) -> str:

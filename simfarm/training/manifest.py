@@ -8,10 +8,10 @@ import json
 import os
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from simfarm.provenance import package_versions as versions_of
 from simfarm.training.config import RecipeConfig
 
 MANIFEST_FILE = "manifest.json"
@@ -29,13 +29,7 @@ PACKAGES = (
 
 
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return versions_of(PACKAGES)
 
 
 def file_digest(path: Path) -> str:
