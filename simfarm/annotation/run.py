@@ -616,6 +616,7 @@ def annotate_pairs(
     progress: ProgressCallback | None = None,
     session: BackendSession | None = None,
     executor_factory: ExecutorFactory | None = None,
+    samples: int = 1,
 ) -> list[PairwiseAnnotation]:
     """Annotations for ``items`` (aligned) by a persona or pool id; the simplest API.
 
@@ -631,6 +632,7 @@ def annotate_pairs(
         progress=progress,
         session=session,
         executor_factory=executor_factory,
+        samples=samples,
     )
     return result.annotations
 

@@ -41,6 +41,7 @@ def annotate_with_overrides(
         use_cache: bool = True,
         both_orders: bool = False,
         progress: Any = None,
+        samples: int = 1,
     ) -> list[PairwiseAnnotation]:
         from simfarm.annotation import (
             BackendOverrides,
@@ -61,6 +62,7 @@ def annotate_with_overrides(
             use_cache=use_cache,
             backend_overrides=overrides,
             progress=progress,
+            samples=samples,
             **engine_options,
         )
         return result.annotations

@@ -66,24 +66,25 @@ def run_annotator(
     progress: ProgressCallback | None = None,
     annotate: AnnotateFn | None = None,
 ) -> list[list[PairwiseAnnotation]]:
-    """``samples`` runs of the annotator over the pairs. Extra samples bypass the cache (a
-    cached answer would just repeat the first); a deterministic annotator repeats itself
-    anyway, which is a variance of zero."""
+    """``samples`` judgements of every pair. Each sample is its own request with its own
+    sample index, so each is cached on its own: a rerun re-pays nothing, and a sampled judge
+    gives k different answers instead of replaying its first (a deterministic annotator
+    repeats itself, which is a variance of zero)."""
     if samples < 1:
         raise ConfigError("--samples must be at least 1")
     call = annotate or _engine()
     items: list[PairwiseItem] = [p.item for p in pairs]
-    return [
-        call(
-            items,
-            annotator,
-            annotators_dirs=annotators_dirs,
-            use_cache=use_cache and k == 0,
-            both_orders=both_orders,
-            progress=progress,
-        )
-        for k in range(samples)
-    ]
+    flat = call(
+        items,
+        annotator,
+        annotators_dirs=annotators_dirs,
+        use_cache=use_cache,
+        both_orders=both_orders,
+        progress=progress,
+        samples=samples,
+    )
+    # item-major (item i's samples at i*k ... i*k+k-1) -> one list per sample
+    return [flat[k::samples] for k in range(samples)]
 
 
 def _content(item: PairwiseItem | PairwiseAnnotation) -> tuple[str, str, str, str]:
