@@ -29,9 +29,14 @@ FailureKind = Literal[
 ]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every digest: ``json.dumps`` with options builds a new encoder per call,
+which was a measurable share of a fully cached rerun (three digests per item)."""
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: the one serialisation digests are taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def stable_digest(value: Any) -> str:
