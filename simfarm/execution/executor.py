@@ -9,6 +9,7 @@ results back. Either way, no worker ever opens the cache: only the driver does.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -82,3 +83,58 @@ class ExecutorFactory(Protocol):
     def __call__(
         self, spec: BackendSpec, on_result: ResultHandler[PayloadT]
     ) -> Executor[PayloadT]: ...
+
+
+class JobLedger(Generic[PayloadT]):
+    """What every executor does the same way, whatever sends the requests: count jobs, hand
+    each result to ``on_result`` (which may ask for the job to be sent again), know when the
+    last one is finished, and surface an error of ``on_result`` from :meth:`wait` instead of
+    hanging the run. Subclasses send the jobs and implement :meth:`aclose`."""
+
+    def __init__(self, on_result: ResultHandler[PayloadT]) -> None:
+        self.on_result = on_result
+        self._pending = 0
+        self._submitted = 0
+        self._finished = 0
+        self._closed = False
+        self._done = asyncio.Event()
+        self._error: BaseException | None = None
+
+    def _count_submitted(self) -> None:
+        self._pending += 1
+        self._submitted += 1
+
+    def _hand_back(self, job: Job[PayloadT], completion: Completion) -> bool:
+        """Give one result to the driver; True when the job must be sent again (its request
+        already replaced by the one ``on_result`` asked for)."""
+        try:
+            again = self.on_result(job, completion)
+        except BaseException as error:  # surface it from wait(), don't hang
+            self._error = error
+            self._done.set()
+            raise
+        if again is not None:
+            job.request = again
+            job.attempt += 1
+            return True
+        self._pending -= 1
+        self._finished += 1
+        if self._closed and self._pending == 0:
+            self._done.set()
+        return False
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pending == 0:
+            self._done.set()
+
+    async def wait(self) -> None:
+        try:
+            await self._done.wait()
+        finally:
+            await self.aclose()
+        if self._error is not None:
+            raise self._error
+
+    async def aclose(self) -> None:
+        raise NotImplementedError

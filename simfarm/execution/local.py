@@ -15,28 +15,28 @@ closing the executor stops its workers and leaves the backend open for the next 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Generic
+from typing import Any
 
 from simfarm.backends.base import Backend
-from simfarm.execution.executor import ExecutorCounters, Job, PayloadT, ResultHandler
+from simfarm.execution.executor import (
+    ExecutorCounters,
+    Job,
+    JobLedger,
+    PayloadT,
+    ResultHandler,
+)
 from simfarm.types import Completion, Failure
 
 
-class InProcessExecutor(Generic[PayloadT]):
+class InProcessExecutor(JobLedger[PayloadT]):
     """Feeds one backend from a queue; implements :class:`~simfarm.execution.Executor`."""
 
     def __init__(self, backend: Backend, on_result: ResultHandler[PayloadT]) -> None:
+        super().__init__(on_result)
         self.backend = backend
-        self.on_result = on_result
         self._queue: asyncio.Queue[Job[PayloadT]] = asyncio.Queue()
-        self._pending = 0
-        self._submitted = 0
-        self._finished = 0
         self._sent_before = backend.requests_sent
-        self._closed = False
-        self._done = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
-        self._error: BaseException | None = None
         self._max_workers = max(1, backend.max_concurrency)
         self._batch_size = max(1, backend.batch_size)
 
@@ -44,24 +44,10 @@ class InProcessExecutor(Generic[PayloadT]):
         return self.backend.identity()
 
     def submit(self, job: Job[PayloadT]) -> None:
-        self._pending += 1
-        self._submitted += 1
+        self._count_submitted()
         self._queue.put_nowait(job)
         if len(self._workers) < min(self._max_workers, self._pending):
             self._workers.append(asyncio.create_task(self._worker()))
-
-    def close(self) -> None:
-        self._closed = True
-        if self._pending == 0:
-            self._done.set()
-
-    async def wait(self) -> None:
-        try:
-            await self._done.wait()
-        finally:
-            await self.aclose()
-        if self._error is not None:
-            raise self._error
 
     def counters(self) -> ExecutorCounters:
         return ExecutorCounters(
@@ -87,18 +73,5 @@ class InProcessExecutor(Generic[PayloadT]):
                 failure = Failure(kind="backend", message=f"{type(error).__name__}: {error}")
                 completions = [Completion(failure=failure) for _ in batch]
             for job, completion in zip(batch, completions, strict=True):
-                try:
-                    again = self.on_result(job, completion)
-                except BaseException as error:  # surface it from wait(), don't hang
-                    self._error = error
-                    self._done.set()
-                    raise
-                if again is not None:
-                    job.request = again
-                    job.attempt += 1
+                if self._hand_back(job, completion):
                     self._queue.put_nowait(job)
-                else:
-                    self._pending -= 1
-                    self._finished += 1
-            if self._closed and self._pending == 0:
-                self._done.set()

@@ -42,6 +42,7 @@ from simfarm.execution.executor import (
     ExecutorCounters,
     ExecutorFactory,
     Job,
+    JobLedger,
     PayloadT,
     ResultHandler,
 )
@@ -145,7 +146,7 @@ class _Chunk(Generic[PayloadT]):
     errors: list[str] = field(default_factory=list)
 
 
-class RayExecutor(Generic[PayloadT]):
+class RayExecutor(JobLedger[PayloadT]):
     """Implements :class:`~simfarm.execution.Executor` with Ray actors (Ray must be
     initialised: see :class:`RayRuntime`)."""
 
@@ -161,7 +162,7 @@ class RayExecutor(Generic[PayloadT]):
         import ray
 
         self.options = options or RayExecutorOptions()
-        self.on_result = on_result
+        super().__init__(on_result)
         self._spec_json = spec.model_dump(mode="json")
         num_cpus = self.options.num_cpus
         if num_cpus is None:
@@ -178,16 +179,12 @@ class RayExecutor(Generic[PayloadT]):
         """Chunks waiting to be sent (retries at the front)."""
         self._unchunked: deque[Job[PayloadT]] = deque()
         self._actors: list[_Actor] = []
-        self._pending = self._submitted = self._finished = 0
         self._sent_by_process: dict[tuple[int, int], int] = {}
         """Requests sent per actor process, as it last reported them (the requests a killed
         process sent after its last report are not known here)."""
         self._restarts = self._replacements = self._retries = self._worker_failures = 0
         self._deaths = 0
-        self._closed = False
-        self._done = asyncio.Event()
         self._wake = asyncio.Event()
-        self._error: BaseException | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         handles = [self._actor_class.remote(self._spec_json) for _ in range(self.options.actors)]
@@ -231,25 +228,11 @@ class RayExecutor(Generic[PayloadT]):
         return self._identity
 
     def submit(self, job: Job[PayloadT]) -> None:
-        self._pending += 1
-        self._submitted += 1
+        self._count_submitted()
         self._unchunked.append(job)
         self._wake.set()
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch())
-
-    def close(self) -> None:
-        self._closed = True
-        if self._pending == 0:
-            self._done.set()
-
-    async def wait(self) -> None:
-        try:
-            await self._done.wait()
-        finally:
-            await self.aclose()
-        if self._error is not None:
-            raise self._error
 
     def counters(self) -> ExecutorCounters:
         return ExecutorCounters(
@@ -359,21 +342,8 @@ class RayExecutor(Generic[PayloadT]):
         self._wake.set()
 
     def _deliver(self, job: Job[PayloadT], completion: Completion) -> None:
-        try:
-            again = self.on_result(job, completion)
-        except BaseException as error:  # surface it from wait(), don't hang
-            self._error = error
-            self._done.set()
-            raise
-        if again is not None:
-            job.request = again
-            job.attempt += 1
+        if self._hand_back(job, completion):
             self._unchunked.append(job)
-        else:
-            self._pending -= 1
-            self._finished += 1
-            if self._closed and self._pending == 0:
-                self._done.set()
 
     def _resend(self, chunk: _Chunk[PayloadT], error: str) -> None:
         chunk.failed_sends += 1
