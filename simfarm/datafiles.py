@@ -263,10 +263,14 @@ def load_pairs(
     pairs: list[PairwiseItem] = []
     for index, record in checker.objects(records):
         conversation = read_conversation(checker, record)
+        # The last user turn is the default instruction; a record whose turns are malformed
+        # is reported for them alone, not also for a missing instruction.
+        if conversation is not None:
+            default_instruction: str | None = conversation[-1].content
+        else:
+            default_instruction = "" if record.get("conversation") is not None else None
         values: dict[str, Any] = {
-            "instruction": checker.text(
-                record, "instruction", default=conversation[-1].content if conversation else None
-            ),
+            "instruction": checker.text(record, "instruction", default=default_instruction),
             "input": checker.text(record, "input", default=""),
             "output_1": checker.text(record, "output_1"),
             "output_2": checker.text(record, "output_2"),

@@ -118,7 +118,9 @@ def annotate(
                 raise SimfarmError("give either --pairs or --model-outputs/--reference-outputs")
             loaded_pairs = load_pairs(pairs, policy, warn=False)
             items, issues = loaded_pairs.pairs, loaded_pairs.issues
-            if not items:
+            if not items:  # every record bad: say which and why before giving up
+                raise_if_error(issues, policy, "the input")
+                print_record_issues(issues, err_console)
                 raise SimfarmError(f"{pairs}: no pairs to annotate")
         elif model_outputs is not None and reference_outputs is not None:
             model_file = load_model_outputs(model_outputs, policy, warn=False)

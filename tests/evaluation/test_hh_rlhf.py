@@ -101,7 +101,8 @@ def test_marker_quirks_are_read_and_outputs_stay_verbatim(tmp_path: Path) -> Non
 def test_pairs_whose_conversations_differ_are_reported_not_kept(tmp_path: Path) -> None:
     rows = [
         pair(CONTEXT, "Ten minutes.", "Forever."),
-        {"chosen": transcript("A?", "yes", "B?", "ok"), "rejected": transcript("A?", "no", "B?", "k")},
+        {"chosen": transcript("A?", "yes", "B?", "ok"),
+         "rejected": transcript("A?", "no", "B?", "k")},
         pair(["Same?"], "Same.", "Same."),
         pair(["Q"], "good", "bad"),
     ]  # fmt: skip
