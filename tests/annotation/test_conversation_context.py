@@ -181,4 +181,5 @@ def test_annotate_cli_names_a_malformed_turn_and_fails(tmp_path: Path) -> None:
     assert result.exit_code != 0
     text = " ".join(result.output.split())
     assert "pairs.jsonl.gz: record 0: field 'conversation[0].role'" in text
+    assert "1 bad record(s) in the input" in text  # stopped by the policy, not by "no pairs"
     assert not (tmp_path / "o.jsonl").exists()

@@ -130,6 +130,8 @@ def test_pairs_whose_conversations_differ_are_reported_not_kept(tmp_path: Path) 
          "rejected", "ends with a user turn"),
         ({"chosen": "\n\nAssistant: a", "rejected": "\n\nAssistant: b"},
          "chosen", "does not answer a human turn"),
+        ({"chosen": transcript("q", "a"), "rejected": transcript("q", "a") + "\n\nAssistant: b"},
+         "rejected", "does not answer a human turn"),
         ({"chosen": transcript("q", "a")}, "rejected", "missing"),
         ({"chosen": ["q", "a"], "rejected": transcript("q", "b")}, "chosen", "expected text"),
     ],
