@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from simfarm.cli import app
+from simfarm.datafiles import write_records
 from simfarm.errors import ConfigError
 from simfarm.evaluation.human_sets import find_human_set, load_human_set
-from simfarm.types import ChatMessage
+from simfarm.types import ChatMessage, PairwiseAnnotation
 from tests.conftest import REPO_ROOT
 
 runner = CliRunner()
@@ -204,3 +205,30 @@ def test_the_hub_path_loads_each_data_dir_through_datasets(
     assert [p.subset for p in loaded.pairs] == ["harmless-base"] + ["helpful-online"] * 3
     assert loaded.pairs[-1].item.conversation == [ChatMessage(role="user", content="q")]
     assert loaded.sources[1] == f"hf:{repo / 'human' / 'hh-rlhf'}:@test data_dir=helpful-online"
+
+
+def test_precomputed_judgements_match_the_whole_conversation(tmp_path: Path) -> None:
+    # Two pairs that end alike (same last question, same two replies) but differ in an
+    # earlier turn, with opposite human labels: each judgement must match its own pair only.
+    rows = [
+        pair(["Plan A?", "Sure.", "Go on?"], "a long and careful reply", "ok"),
+        pair(["Plan B?", "Sure.", "Go on?"], "ok", "a long and careful reply"),
+    ]
+    write_subset(tmp_path, "harmless-base", rows)
+    loaded = load_human_set(
+        find_human_set("hh_rlhf"), data_root=tmp_path, subsets=["harmless-base"]
+    )
+    agreeing = [
+        PairwiseAnnotation(**p.item.model_dump(), annotator="oracle", preference=p.human[0])
+        for p in loaded.pairs
+    ]
+    write_records(tmp_path / "ann.jsonl", agreeing)
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app,
+        ["validate", "--set", "hh_rlhf", "--subset", "harmless-base", "--data-dir",
+         str(tmp_path), "--annotations", str(tmp_path / "ann.jsonl"), "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    overall = json.loads((out / "report.json").read_text())["overall"]
+    assert overall["n_items"] == 2 and overall["accuracy_with_ties"] == 100.0
