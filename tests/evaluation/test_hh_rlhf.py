@@ -159,7 +159,13 @@ def test_validate_longest_on_one_subset_reports_agreement(tmp_path: Path) -> Non
     # pairs, so the length rule agrees with the humans on exactly those 4.
     rows = [pair(["q1", "a1", f"q{i}"], "a considerably longer reply", "short") for i in range(4)]
     rows += [pair([f"p{i}"], "no", "a much longer rejected reply") for i in range(2)]
-    write_subset(tmp_path, "harmless-base", rows)
+    rows.append(
+        {
+            "chosen": transcript("A?", "y", "ok?", "yes"),
+            "rejected": transcript("B?", "y", "ok?", "no"),
+        }
+    )
+    path = write_subset(tmp_path, "harmless-base", rows)
     out = tmp_path / "report"
     result = runner.invoke(
         app,
@@ -173,6 +179,12 @@ def test_validate_longest_on_one_subset_reports_agreement(tmp_path: Path) -> Non
     assert overall["n_items"] == 6 and overall["n_failed"] == 0
     assert overall["accuracy_with_ties"] == pytest.approx(100 * 4 / 6)
     assert list(report["subsets"]) == ["harmless-base"]
+    # The pair whose conversations differ is counted and named, in the report and on screen.
+    assert [(i["file"], i["record"], i["field"]) for i in report["issues"]] == [
+        (str(path), 6, "rejected")
+    ]
+    assert "## Bad input records (1)" in (out / "report.md").read_text()
+    assert "record 6: field 'rejected'" in " ".join(result.output.split())
 
 
 def test_the_hub_path_loads_each_data_dir_through_datasets(
