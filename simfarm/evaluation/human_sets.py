@@ -53,7 +53,13 @@ from simfarm.evaluation.transcripts import (
     split_transcript,
 )
 from simfarm.paths import data_search_path
-from simfarm.record_checks import BadRecordPolicy, RecordChecker, RecordIssue, raise_or_warn
+from simfarm.record_checks import (
+    BadRecordPolicy,
+    RecordChecker,
+    RecordIssue,
+    is_nan,
+    raise_or_warn,
+)
 from simfarm.textfiles import read_text
 from simfarm.types import ChatMessage, PairwiseItem, Record, stable_digest
 
@@ -486,9 +492,9 @@ def _parse_transcript(
     for index, record in checker.objects(records):
         sides: dict[str, tuple[list[ChatMessage], str]] = {}
         for name in (f.chosen, f.rejected):
-            text = checker.text(record, name)
-            if not isinstance(record.get(name), str):
-                continue  # reported by checker.text (missing, or not text)
+            raw, text = record.get(name), checker.text(record, name)
+            if not isinstance(raw, str | bool | int | float) or is_nan(raw):
+                continue  # missing, or not text: reported by checker.text, record skipped
             try:
                 sides[name] = context_and_response(split_transcript(text, markers))
             except TranscriptError as error:

@@ -135,6 +135,8 @@ def test_pairs_whose_conversations_differ_are_reported_not_kept(tmp_path: Path) 
          "rejected", "does not answer a human turn"),
         ({"chosen": transcript("q", "a")}, "rejected", "missing"),
         ({"chosen": ["q", "a"], "rejected": transcript("q", "b")}, "chosen", "expected text"),
+        ({"chosen": 5, "rejected": transcript("q", "b")}, "chosen", "no turn markers"),
+        ({"chosen": float("nan"), "rejected": transcript("q", "b")}, "chosen", "missing"),
     ],
 )  # fmt: skip
 def test_malformed_transcripts_name_file_record_and_field(
@@ -152,6 +154,13 @@ def test_malformed_transcripts_name_file_record_and_field(
     assert f"{path}: record 1: field {field!r}: " in message
     assert problem in message
     assert "record 0" not in message
+    # The set's own policy (coerce) reports the record and goes on with the others.
+    loaded = load_human_set(
+        find_human_set("hh_rlhf"), data_root=tmp_path, subsets=["helpful-online"], warn=False
+    )
+    assert len(loaded.pairs) == 1
+    assert {i.record for i in loaded.issues} == {1}
+    assert field in {i.field for i in loaded.issues}
 
 
 def test_validate_longest_on_one_subset_reports_agreement(tmp_path: Path) -> None:
