@@ -302,6 +302,8 @@ def read_conversation(
     raw = record.get(name)
     if raw is None:
         return None
+    if hasattr(raw, "tolist"):  # Parquet list columns come back as numpy arrays
+        raw = raw.tolist()
     if not isinstance(raw, list) or not raw:
         checker.fail(name, f"expected a non-empty list of turns {{role, content}}, got {raw!r:.60}")
         return None

@@ -183,3 +183,19 @@ def test_annotate_cli_names_a_malformed_turn_and_fails(tmp_path: Path) -> None:
     assert "pairs.jsonl.gz: record 0: field 'conversation[0].role'" in text
     assert "1 bad record(s) in the input" in text  # stopped by the policy, not by "no pairs"
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_parquet_pairs_file_carries_turns_too(tmp_path: Path) -> None:
+    import pandas as pd
+
+    rows = [{"conversation": TURNS, "output_1": "a", "output_2": "b"},
+            {"instruction": "single", "output_1": "c", "output_2": "d"}]  # fmt: skip
+    path = tmp_path / "pairs.parquet"
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    loaded = load_pairs(path, warn=False)
+    assert loaded.issues == []
+    assert [p.conversation for p in loaded.pairs] == [
+        [ChatMessage.model_validate(t) for t in TURNS],
+        None,
+    ]
+    assert loaded.pairs[0].instruction == "Which month is best?"
