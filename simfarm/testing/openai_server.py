@@ -96,7 +96,7 @@ class ServerStats:
     first_request_at: float | None = None
 
 
-_SCRIPT_TOKENS = re.compile(r"\d+|[^\W\d_]+|\s+|[^\w\s]", re.S)
+_SCRIPT_TOKENS = re.compile(r"\d+|[^\W\d_]+|\s+|.", re.S)
 
 
 def _scripted_logprobs(text: str) -> list[tuple[str, float, dict[str, float]]]:
