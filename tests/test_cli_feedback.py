@@ -203,19 +203,19 @@ def test_validate_a_rating_persona_on_topical_chat_reports_per_aspect_correlatio
     tmp_path: Path,
 ) -> None:
     def rating(*scores: int) -> str:
-        names = ["understandability", "naturalness", "coherence", "engagingness"]
-        names += ["groundedness", "overall"]
-        return "\n".join(f"{a}: {s} - ok" for a, s in zip(names, scores, strict=True))
+        """The answer after the persona's prefill (``understandability:``)."""
+        names = ["naturalness", "coherence", "engagingness", "groundedness", "overall"]
+        lines = [f"{a}: {s}" for a, s in zip(names, scores[1:], strict=True)]
+        return "\n".join([f" {scores[0]}", *lines])
 
     good, poor = rating(1, 3, 3, 3, 1, 5), rating(0, 1, 2, 1, 0, 2)
     # Responses asking a question (they end in "?") get the good rating, the rest the poor.
     script = write_script(
-        tmp_path / "script.json", [(r"# Response\n[^\n]*\?", [good]), ("", [poor])]
+        tmp_path / "script.json",
+        [(r"Response: [^\n]*\?\s*understandability:$", [good]), ("", [poor])],
     )
     with start_server(script=script) as server:
-        name = persona_at(
-            tmp_path, server, "topical_chat_rating", "usr_rater", logprob_scores=False
-        )
+        name = persona_at(tmp_path, server, "topical_chat_rating", "usr_rater")
         result = runner.invoke(
             app,
             [

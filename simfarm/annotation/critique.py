@@ -71,6 +71,7 @@ class _CritiqueBase:
         rubric_path = find_rubric(spec.rubric, persona.path)
         rubric = load_rubric(rubric_path)
         self.persona = persona
+        self.prefill = spec.prefill
         self.template: PromptTemplate = persona.template
         # The rubric is part of the prompt's recipe: it enters every cache key.
         self.template_digest: str | None = stable_digest(
@@ -80,7 +81,8 @@ class _CritiqueBase:
 
     def _request(self, spec: CritiquePersona, values: dict[str, str]) -> CompletionRequest:
         if spec.prompt_format == "raw":
-            return CompletionRequest(prompt=self.template.render(values), params=spec.decoding)
+            prompt = self.template.render(values) + spec.prefill
+            return CompletionRequest(prompt=prompt, params=spec.decoding)
         return CompletionRequest(
             messages=self.template.render_messages(values), params=spec.decoding
         )
@@ -89,7 +91,7 @@ class _CritiqueBase:
         if completion.failure is not None:
             return completion.failure
         try:
-            return split_critique(completion.text)
+            return split_critique(self.prefill + completion.text)
         except ParseError as error:
             return Failure(kind="parse", message=str(error))
 

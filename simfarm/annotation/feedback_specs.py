@@ -80,7 +80,18 @@ class _ModelPersona(BaseModel):
     """Attempts per request when the answer cannot be read (missing or out-of-range score).
     Greedy decoding stops after 2 (one identical re-send); sampled decoding draws anew."""
 
+    prefill: str = ""
+    """Text the answer starts with (``raw`` prompts only): appended to the prompt, and read
+    as the start of the answer, so a base model continues ``helpfulness:`` with a score
+    instead of having to produce the format from nothing."""
+
     _known_backend = field_validator("backend")(classmethod(lambda cls, b: _check_backend(b)))
+
+    @model_validator(mode="after")
+    def _prefill_needs_raw(self) -> _ModelPersona:
+        if self.prefill and self.prompt_format != "raw":
+            raise ValueError("`prefill` needs `prompt_format: raw` (chat APIs cannot prefill)")
+        return self
 
 
 class RatingPersona(_ModelPersona):

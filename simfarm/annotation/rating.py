@@ -76,10 +76,10 @@ def expected_score(
 ) -> float | None:
     """The expectation of the score over the alternatives of the token that wrote it.
 
-    The token is found by its character offset in the generated text; only alternatives
-    that are whole in-scale integers count (renormalised). None when the tokens do not
-    spell the text, the score is not a token of its own (``10`` split as ``1``, ``0``), or
-    no alternative is a score."""
+    The token is found by its character offset in the generated ``text`` (the tokens spell
+    it); only alternatives that are whole in-scale integers count (renormalised). None when
+    the score is not a token of its own there (``10`` split as ``1``, ``0``), or no
+    alternative is a score."""
     position = 0
     for entry in logprobs:
         end = position + len(entry.token)
@@ -144,7 +144,8 @@ class RatingJudge(Judge[SingleItem, RatingReading, RatingRecord, FeedbackSummary
         }
         params = self.spec.decoding
         if self.spec.prompt_format == "raw":
-            return CompletionRequest(prompt=self.template.render(values), params=params)
+            prompt = self.template.render(values) + self.spec.prefill
+            return CompletionRequest(prompt=prompt, params=params)
         return CompletionRequest(messages=self.template.render_messages(values), params=params)
 
     def read(
@@ -152,16 +153,19 @@ class RatingJudge(Judge[SingleItem, RatingReading, RatingRecord, FeedbackSummary
     ) -> RatingReading:
         if completion.failure is not None:
             return RatingReading(completion=completion, failure=completion.failure)
+        answer = self.spec.prefill + completion.text
         try:
-            scores, rationales, offsets = parse_rating(completion.text, self.scales)
+            scores, rationales, offsets = parse_rating(answer, self.scales)
         except ParseError as error:
             failure = Failure(kind="parse", message=str(error))
             return RatingReading(completion=completion, failure=failure)
         expected: dict[str, float] = {}
         if self.spec.logprob_scores and completion.logprobs:
-            for name, offset in offsets.items():
-                written = completion.text[offset:].split(maxsplit=1)[0].split("/")[0]
-                written = written.rstrip("*.,-")
+            for name, at in offsets.items():
+                offset = at - len(self.spec.prefill)  # in the generated text
+                if offset < 0:
+                    continue
+                written = answer[at:].split(maxsplit=1)[0].split("/")[0].rstrip("*.,-")
                 value = expected_score(
                     completion.logprobs, completion.text, offset, written, self.scales[name]
                 )
@@ -190,7 +194,7 @@ class RatingJudge(Judge[SingleItem, RatingReading, RatingRecord, FeedbackSummary
             item_id=item.item_id,
             annotator=self.id,
             pool=self.pool,
-            raw_completion=completion.text if completion.ok else None,
+            raw_completion=self.spec.prefill + completion.text if completion.ok else None,
             cost_usd=completion.cost_usd,
             latency_s=completion.latency_s,
             cached=completion.cached,
