@@ -216,7 +216,9 @@ def annotate(
         print_feedback_summary(result.summary, out)
     else:
         _print_summary(result.summary, out, ray_stats)
-    exit_if_failed([a.failure for a in result.annotations if a.failure], len(result.annotations))
+    what = "pairs" if isinstance(result.summary, AnnotationSummary) else "items"
+    failures = [a.failure for a in result.annotations if a.failure]
+    exit_if_failed(failures, len(result.annotations), what)
 
 
 def _print_summary(
