@@ -627,6 +627,13 @@ def annotate_pairs(
     Pass a ``with BackendSession()`` session when calling it repeatedly (one model file
     after another): a local judge then loads once."""
     loaded = load_annotator(persona, annotators_dirs)
+    members = [loaded] if isinstance(loaded, LoadedPersona) else [m for m, _ in loaded.members]
+    for member in members:
+        if member.spec.kind != "pairwise":
+            raise ConfigError(
+                f"{member.path}: {member.spec.id!r} is a {member.spec.kind} persona; judging "
+                "pairs here needs a pairwise one (rate or critique with `simfarm annotate`)"
+            )
     if both_orders:
         loaded = with_both_orders(loaded)
     result = annotate(

@@ -148,3 +148,13 @@ def test_best_vs_random_is_seeded_and_never_pairs_the_best_with_itself() -> None
 def test_an_unknown_aspect_is_an_error_naming_the_aspects() -> None:
     with pytest.raises(ConfigError, match="helpfulness, honesty"):
         pairs_from_ratings(RATINGS, PairingOptions(score="fluency"))
+
+
+def test_pairwise_entry_points_refuse_rating_and_critique_personas() -> None:
+    from simfarm.annotation import annotate_pairs
+    from simfarm.types import PairwiseItem
+
+    item = PairwiseItem(instruction="q", output_1="a", output_2="b")
+    for persona in ("ultrafeedback_rating", "prometheus_helpfulness_relative"):
+        with pytest.raises(ConfigError, match="needs a pairwise one"):
+            annotate_pairs([item], persona, use_cache=False)
