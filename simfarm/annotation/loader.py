@@ -15,18 +15,18 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PairwisePersona
+from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PersonaSpec
 from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
 from simfarm.textfiles import read_text
 
-_SPEC_ADAPTER: TypeAdapter[PairwisePersona | AnnotatorPool] = TypeAdapter(AnnotatorSpec)
+_SPEC_ADAPTER: TypeAdapter[PersonaSpec | AnnotatorPool] = TypeAdapter(AnnotatorSpec)
 
 
 @dataclass(frozen=True)
 class LoadedPersona:
-    spec: PairwisePersona
+    spec: PersonaSpec
     template: PromptTemplate | None
     path: Path | None
 
@@ -65,7 +65,7 @@ def iter_annotator_files(dirs: list[Path] | None = None) -> list[Path]:
     return list(seen.values())
 
 
-def read_spec(path: Path) -> PairwisePersona | AnnotatorPool:
+def read_spec(path: Path) -> PersonaSpec | AnnotatorPool:
     """Parse and validate one file; every problem is reported with file and field."""
     try:
         raw: Any = yaml.safe_load(read_text(path))
@@ -89,7 +89,7 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_persona_file(path: Path, spec: PairwisePersona | None = None) -> LoadedPersona:
+def load_persona_file(path: Path, spec: PersonaSpec | None = None) -> LoadedPersona:
     spec = spec or _expect_persona(path, read_spec(path))
     template = None
     if spec.prompt_template is not None:
@@ -113,8 +113,8 @@ def _find_template(persona_path: Path, name: str) -> Path:
     )
 
 
-def _expect_persona(path: Path, spec: PairwisePersona | AnnotatorPool) -> PairwisePersona:
-    if not isinstance(spec, PairwisePersona):
+def _expect_persona(path: Path, spec: PersonaSpec | AnnotatorPool) -> PersonaSpec:
+    if isinstance(spec, AnnotatorPool):
         raise ConfigError(f"{path}: expected a persona, found a pool")
     return spec
 
@@ -123,7 +123,7 @@ def load_annotator(name: str, dirs: list[Path] | None = None) -> LoadedPersona |
     """A persona or a pool (with its members loaded), by id or file path."""
     path = find_annotator_file(name, dirs)
     spec = read_spec(path)
-    if isinstance(spec, PairwisePersona):
+    if not isinstance(spec, AnnotatorPool):
         return load_persona_file(path, spec)
     members: list[tuple[LoadedPersona, float]] = []
     for index, member in enumerate(spec.members):
@@ -155,7 +155,7 @@ def measured_agreement_note(annotator: LoadedPersona | LoadedPool) -> str | None
     )
     notes = []
     for persona in personas:
-        measured = persona.spec.measured_agreement
+        measured = getattr(persona.spec, "measured_agreement", None)
         if measured is None:
             continue
         baseline = (

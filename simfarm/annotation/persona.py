@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simfarm.annotation.feedback_specs import CritiquePersona, RatingPersona
 from simfarm.annotation.parsers import ParserSpec, RegexParser
 from simfarm.backends.base import BackendSpec
 from simfarm.types import DecodingParams
@@ -122,4 +123,9 @@ class AnnotatorPool(BaseModel):
     """Salt for member assignment (defaults to the pool id)."""
 
 
-AnnotatorSpec = Annotated[PairwisePersona | AnnotatorPool, Field(discriminator="kind")]
+PersonaSpec = PairwisePersona | RatingPersona | CritiquePersona
+"""Any one annotator (not a pool); its ``kind`` picks the judge that applies it."""
+
+AnnotatorSpec = Annotated[
+    PairwisePersona | RatingPersona | CritiquePersona | AnnotatorPool, Field(discriminator="kind")
+]

@@ -21,6 +21,7 @@ from simfarm.cli import (
     cache,
     correlate,
     evaluate,
+    pairs_from_ratings,
     personas,
     quickstart,
     run,
@@ -83,6 +84,7 @@ def _options(
 
 # --- the commands, in --help order ---------------------------------------------------------
 app.command("annotate")(annotate.annotate)
+app.command("pairs-from-ratings")(pairs_from_ratings.pairs_from_ratings)
 app.command("evaluate")(evaluate.evaluate)
 app.command("validate")(validate.validate)
 app.command("correlate")(correlate.correlate)

@@ -32,7 +32,7 @@ def personas_list(annotators_dir: AnnotatorsDirs = None) -> None:
             how = ", ".join(m.persona for m in spec.members)
         else:
             backend = spec.backend
-            how = spec.rule or (
+            how = getattr(spec, "rule", None) or (
                 ":".join(p for p in (backend.name, backend.model) if p) if backend else ""
             )
         table.add_row(spec.id, spec.kind, how, escape(spec.description))
@@ -63,14 +63,22 @@ def personas_validate(
     annotators_dir: AnnotatorsDirs = None,
 ) -> None:
     """Load each persona or pool as a run would (fields, backend name and options, template,
-    pool members); print every problem with its file and field. Exit 2 if any is invalid."""
-    from simfarm.annotation import iter_annotator_files, load_annotator
+    pool members, a critique persona's rubric) and each rubric file (``rubrics/*.yaml``);
+    print every problem with its file, field (and line, for rubrics). Exit 2 if any is
+    invalid."""
+    from simfarm.annotation import iter_annotator_files, judges_for, load_annotator
+    from simfarm.annotation.rubric import RUBRICS_FOLDER, iter_rubric_files, load_rubric
 
-    targets = names or [str(p) for p in iter_annotator_files(annotators_dir)]
+    targets = names or [
+        str(p) for p in [*iter_annotator_files(annotators_dir), *iter_rubric_files(annotators_dir)]
+    ]
     invalid = 0
     for name in targets:
         try:
-            load_annotator(name, annotators_dir)
+            if Path(name).parent.name == RUBRICS_FOLDER and Path(name).is_file():
+                load_rubric(Path(name))
+            else:
+                judges_for(load_annotator(name, annotators_dir))
         except SimfarmError as error:
             invalid += 1
             err_console.print(
