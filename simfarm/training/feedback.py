@@ -138,7 +138,8 @@ def _generate(
             outputs = generate_with(
                 policy, [texts[i] for i in chunk], spec.generation, n=2, seed=config.seed
             )
-            for i, pair in zip(chunk, outputs, strict=True):
+            for i, samples in zip(chunk, outputs, strict=True):
+                pair = [sample.text for sample in samples]
                 done[i] = pair
                 handle.write(json.dumps({"key": key, "index": i, "samples": pair}) + "\n")
             handle.flush()
