@@ -120,8 +120,9 @@ class SelectionRunner:
         if selection == "tournament":
             self.annotator = AnnotatorScorer(scorer)
             self.id = self.annotator.id
+            self.usage = self.annotator.usage
         else:
-            self.score, self.id = build_response_scorer(scorer, model_spec, device)
+            self.score, self.id, self.usage = build_response_scorer(scorer, model_spec, device)
         self.n_failed = 0
 
     def select(
@@ -294,6 +295,7 @@ def run_best_of_n(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
         tokens=tokens or None,
         checkpoint=out_path,
         resumed=resumed,
+        judge_usage=runner.usage if config.scorer.kind == "annotator" else None,
     )
 
 

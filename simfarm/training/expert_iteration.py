@@ -260,7 +260,11 @@ def run_expert_iteration(config: RecipeConfig, context: RunContext) -> RecipeOut
     summary["score_failures"] = float(runner.n_failed)
     assert checkpoint is not None
     return RecipeOutcome(
-        final_metrics=summary, tokens=tokens or None, checkpoint=checkpoint, resumed=resumed
+        final_metrics=summary,
+        tokens=tokens or None,
+        checkpoint=checkpoint,
+        resumed=resumed,
+        judge_usage=runner.usage if config.scorer.kind == "annotator" else None,
     )
 
 

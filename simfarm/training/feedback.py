@@ -100,6 +100,7 @@ def collect_feedback(config: RecipeConfig, spec: FeedbackSpec, context: RunConte
         context.report(stage, done, total)
 
     result = annotate(items, annotator, backend_overrides=overrides, progress=progress)
+    context.count_judge(result.summary)
     write_jsonl(feedback_path, result.annotations)
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     context.record_data("feedback", feedback_path)

@@ -578,7 +578,7 @@ def run_ppo(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
         reference_model = load_base_model(config.model).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
     value_head = ValueHead(_hidden_size(policy.model))
-    score, scorer_id = build_response_scorer(scorer_spec, config.model, policy.device)
+    score, scorer_id, judge_usage = build_response_scorer(scorer_spec, config.model, policy.device)
     if scorer_spec.kind == "annotator":
         context.record_persona(scorer_id)
     else:
@@ -640,6 +640,7 @@ def run_ppo(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
         tokens=tokens or None,
         checkpoint=final,
         resumed=resume_from is not None,
+        judge_usage=judge_usage if scorer_spec.kind == "annotator" else None,
     )
 
 
