@@ -117,7 +117,8 @@ class PPOConfig(RecipeConfig):
     generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(max_new_tokens=32, temperature=1.0)
     )
-    """How rollouts are sampled (temperature also scales the logits PPO optimises)."""
+    """How rollouts are sampled (temperature also scales the logits PPO optimises); always
+    by the trained model itself, so ``engine`` may not be "vllm"."""
     ppo: PPOHyperparameters = Field(default_factory=PPOHyperparameters)
     """The algorithm's knobs."""
     save_steps: int = Field(default=5, ge=1)
@@ -133,6 +134,11 @@ class PPOConfig(RecipeConfig):
             )
         if self.generation.temperature <= 0:
             raise ValueError("generation.temperature must be > 0 for PPO (sampling is the point)")
+        if self.generation.engine == "vllm":
+            raise ValueError(
+                "generation.engine: PPO samples its rollouts with the model it trains (it needs "
+                "their token ids and log-probs); use 'auto' or 'transformers'"
+            )
         return self
 
 

@@ -162,6 +162,9 @@ def run_recipe(
     if done is not None:
         return done
     from simfarm.training.registry import runner
+    from simfarm.training.vllm_generation import require_installed_engines
+
+    require_installed_engines(config)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     context = RunContext(out_dir=out_dir, progress=progress, config=config)

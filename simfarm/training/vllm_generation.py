@@ -68,6 +68,21 @@ def choose_engine(spec: GenerationSpec, device: str) -> Literal["vllm", "transfo
     return "vllm"
 
 
+def require_installed_engines(config: Any) -> None:
+    """Fail before any model loads when a recipe asks for ``engine: vllm`` (at any depth,
+    e.g. ``data.feedback.generation``) and vLLM is not installed."""
+    from pydantic import BaseModel
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, GenerationSpec) and node.engine == "vllm" and not vllm_installed():
+            raise MissingExtraError(f"{FEATURE} ({key}.engine: vllm)", "vllm", "vllm")
+        if isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name), f"{key}.{name}" if key else name)
+
+    walk(config, "")
+
+
 def sample_request_seed(seed: int, prompt: str, k: int) -> int:
     """The seed of sample ``k`` of ``prompt`` (the transformers path's, kept within 31 bits,
     which every vLLM version's sampler takes)."""
@@ -279,6 +294,7 @@ __all__ = [
     "choose_engine",
     "lora_rank_limit",
     "release_engine",
+    "require_installed_engines",
     "sample_from_output",
     "sampling_params_kwargs",
     "vllm_generate",

@@ -116,3 +116,31 @@ def test_lora_rank_limit_fits_the_adapter() -> None:
         lora_rank_limit(16, VLLMGenerationOptions(max_lora_rank=8))
     with pytest.raises(ConfigError, match=r"lora\.r: vLLM serves"):
         lora_rank_limit(1024, options)
+
+
+@needs_no_vllm
+def test_a_recipe_asking_for_vllm_fails_before_loading_a_model(tmp_path: Path) -> None:
+    from simfarm.training.run import run_recipe
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    recipe = tmp_path / "dpo.yaml"
+    recipe.write_text(
+        "method: dpo\n"
+        "model: {name_or_path: /nonexistent/model}\n"
+        f"data: {{feedback: {{prompts: {{path: {prompts}}}, generation: {{engine: vllm}}}}}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(MissingExtraError, match=r"data\.feedback\.generation\.engine: vllm"):
+        run_recipe(recipe, tmp_path / "out")
+
+
+def test_ppo_refuses_vllm_rollouts(tmp_path: Path) -> None:
+    from simfarm.training.config import load_recipe_config
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"instruction": "a"}\n', encoding="utf-8")
+    recipe = tmp_path / "ppo.yaml"
+    recipe.write_text(f"method: ppo\ndata: {{prompts: {{path: {prompts}}}}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"ppo.yaml: .*PPO samples its rollouts"):
+        load_recipe_config(recipe, ["generation.engine=vllm"])
