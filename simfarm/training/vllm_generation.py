@@ -37,7 +37,7 @@ from simfarm.types import DecodingParams
 if TYPE_CHECKING:
     from simfarm.training.policy import Policy, Sample
 
-FEATURE = "vLLM generation in training recipes (generation.engine)"
+FEATURE = "vLLM generation in training recipes (generation.engine: vllm)"
 
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 """The ``max_lora_rank`` values vLLM's engine accepts."""
@@ -75,7 +75,9 @@ def require_installed_engines(config: Any) -> None:
 
     def walk(node: Any, key: str) -> None:
         if isinstance(node, GenerationSpec) and node.engine == "vllm" and not vllm_installed():
-            raise MissingExtraError(f"{FEATURE} ({key}.engine: vllm)", "vllm", "vllm")
+            raise MissingExtraError(
+                f"vLLM generation in training recipes ({key}.engine: vllm)", "vllm", "vllm"
+            )
         if isinstance(node, BaseModel):
             for name in type(node).model_fields:
                 walk(getattr(node, name), f"{key}.{name}" if key else name)
