@@ -146,4 +146,7 @@ def _generate(
             handle.flush()
             context.report(stage, start + len(chunk), len(missing))
     del policy
+    from simfarm.training.vllm_generation import release_engine
+
+    release_engine()  # training comes next: give a vLLM engine's GPU memory back
     return done
