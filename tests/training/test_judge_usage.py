@@ -109,3 +109,28 @@ def test_a_recipe_stage_charges_its_judge_usage_to_the_cost_table() -> None:
     assert record.details["judge_usage"]["annotations"] == 40
     table = _cost_table({"method_ppo": record})
     assert "<td>31</td><td>9</td><td>500</td><td>0.1250</td>" in table
+
+
+def test_simfarm_train_shows_the_judge_usage(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from simfarm.cli.train import _summary
+    from simfarm.training.run import RecipeResult
+    from simfarm.training.scoring import JudgeUsage
+
+    def shown(usage: JudgeUsage | None) -> str:
+        result = RecipeResult(
+            out_dir=tmp_path,
+            checkpoint=tmp_path / "checkpoint",
+            final_metrics={"mean_score": 0.5},
+            wall_time_s=3.0,
+            tokens_per_s=None,
+            judge_usage=usage,
+        )
+        console = Console(record=True, width=200)
+        console.print(_summary(result, "ppo"))
+        return console.export_text()
+
+    usage = JudgeUsage(annotations=40, requests=31, cache_hits=9, cost_usd=0.125)
+    assert "31 requests, 9 cache hits, $0.1250 (40 verdicts)" in shown(usage)
+    assert "judge" not in shown(None)
