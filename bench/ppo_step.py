@@ -107,7 +107,7 @@ def main() -> None:
                 },
             }
         )
-        score, _ = build_response_scorer(ScorerSpec(annotator="longest"), spec)
+        score, _, _ = build_response_scorer(ScorerSpec(annotator="longest"), spec)
         hidden = policy.model.config.get_text_config().hidden_size
         trainer = PPOTrainer(
             config, policy.model, policy.tokenizer, ValueHead(hidden), score, torch.device("cpu")

@@ -202,11 +202,12 @@ def completion_from_output(
 # --- the backend -------------------------------------------------------------------------------
 
 
-def _import_vllm() -> Any:
+def _import_vllm(feature: str = _FEATURE) -> Any:
+    """``vllm``, or a MissingExtraError naming ``feature`` and ``simfarm[vllm]``."""
     try:
         return importlib.import_module("vllm")
     except ModuleNotFoundError as error:
-        raise MissingExtraError(_FEATURE, "vllm", error.name or "vllm") from error
+        raise MissingExtraError(feature, "vllm", error.name or "vllm") from error
 
 
 class VLLMBackend(LocalBatchedBackend[tuple[VLLMInput, DecodingParams]]):

@@ -88,6 +88,13 @@ def _summary(result: RecipeResult, method: str) -> Table:
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
     table.add_row("tokens/s", num(result.tokens_per_s, 1))
     table.add_row("resumed", "yes" if result.resumed else "no")
+    if result.judge_usage is not None:
+        usage = result.judge_usage
+        table.add_row(
+            "judge",
+            f"{usage.requests} requests, {usage.cache_hits} cache hits, "
+            f"${usage.cost_usd:.4f} ({usage.annotations} verdicts)",
+        )
     for key, value in sorted(result.final_metrics.items()):
         table.add_row(escape(key), num(value, 4))
     table.add_row("checkpoint", escape(str(result.checkpoint)))

@@ -132,6 +132,9 @@ class ExperimentRun:
             ctx.details["checkpoint"] = str(result.checkpoint)
             if result.tokens_per_s:
                 ctx.cost.tokens = int(result.tokens_per_s * result.wall_time_s)
+            if result.judge_usage is not None:
+                # The recipe's own judge calls (PPO rewards, best-of-n scoring, ...).
+                _charge_judge(ctx, result.judge_usage)
 
         record = self.stages.run(stage, inputs, [run_dir / "result.json"], body, after=after)
         self.checkpoints[spec.name] = (recipe.model, Path(record.details["checkpoint"]))
@@ -410,6 +413,15 @@ def _charge(ctx: StageContext, summary: Any) -> None:
     ctx.cost.requests += summary.requests_sent
     ctx.cost.cost_usd += summary.cost_usd
     ctx.cost.cache_hits += summary.cache_hits
+
+
+def _charge_judge(ctx: StageContext, usage: Any) -> None:
+    """Charge a recipe's judge usage to its stage (requests, cache hits, dollars), and keep
+    it among the stage's details for the report."""
+    ctx.cost.requests += usage.requests
+    ctx.cost.cache_hits += usage.cache_hits
+    ctx.cost.cost_usd += usage.cost_usd
+    ctx.details["judge_usage"] = usage.model_dump(mode="json")
 
 
 def _file_digest(path: Path) -> str:

@@ -82,19 +82,28 @@ class Selection:
     scores: list[float]
     """Per sample: the absolute score, or rounds survived in the tournament."""
     chosen_index: int
+    truncated: list[bool] | None = None
+    """Per sample: cut off by ``max_new_tokens`` (None: not known, taken as not cut)."""
 
     @property
     def chosen(self) -> str:
         return self.samples[self.chosen_index]
+
+    @property
+    def chosen_truncated(self) -> bool:
+        """Whether the winner was cut off by the length limit (SFT on it then gets no EOS)."""
+        return bool(self.truncated and self.truncated[self.chosen_index])
 
     def record(self) -> dict[str, Any]:
         return {
             "instruction": self.instruction,
             "input": self.input,
             "output": self.chosen,
+            "truncated": self.chosen_truncated,
             "chosen_index": self.chosen_index,
             "scores": self.scores,
             "samples": self.samples,
+            "samples_truncated": self.truncated or [False] * len(self.samples),
         }
 
 
@@ -111,8 +120,9 @@ class SelectionRunner:
         if selection == "tournament":
             self.annotator = AnnotatorScorer(scorer)
             self.id = self.annotator.id
+            self.usage = self.annotator.usage
         else:
-            self.score, self.id = build_response_scorer(scorer, model_spec, device)
+            self.score, self.id, self.usage = build_response_scorer(scorer, model_spec, device)
         self.n_failed = 0
 
     def select(
@@ -187,7 +197,10 @@ def select_best(
     from simfarm.training.policy import generate_with
 
     samples = generate_with(policy, prompts, generation, n=n, seed=seed)
-    return runner.select(examples, samples, references)
+    selections = runner.select(examples, [[s.text for s in row] for row in samples], references)
+    for selection, row in zip(selections, samples, strict=True):
+        selection.truncated = [s.truncated for s in row]
+    return selections
 
 
 def _read_done(path: Path) -> list[dict[str, Any]]:
@@ -282,6 +295,7 @@ def run_best_of_n(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
         tokens=tokens or None,
         checkpoint=out_path,
         resumed=resumed,
+        judge_usage=runner.usage if config.scorer.kind == "annotator" else None,
     )
 
 

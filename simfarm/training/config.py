@@ -116,12 +116,38 @@ class InstructionSource(_Strict):
     """Column holding the optional input (missing column = no input)."""
     output_field: str = "output"
     """Column holding the reference response (SFT); unused for prompt-only data."""
+    truncated_field: str = "truncated"
+    """Boolean column marking responses cut off by a length limit (expert iteration's
+    winners): SFT appends no end-of-sequence token to those. Missing column = none cut."""
     limit: int | None = Field(default=None, ge=1)
     """Use only the first this many examples."""
 
 
+class VLLMGenerationOptions(_Strict):
+    """How the vLLM engine is set up when generation runs on it (GPU only)."""
+
+    gpu_memory_utilization: float = Field(default=0.4, gt=0, le=1)
+    """Share of GPU memory vLLM may take (weights + KV cache). The policy being trained
+    shares the GPU, so this stays well below vLLM's own default of 0.9."""
+    max_model_len: int | None = Field(default=None, ge=1)
+    """Context length to reserve KV cache for (null: the model's own)."""
+    enforce_eager: bool = False
+    """Skip CUDA-graph capture: starts faster, decodes slower."""
+    max_lora_rank: int | None = Field(default=None, ge=1)
+    """Largest LoRA rank the engine accepts (null: the recipe's lora.r, at least 8)."""
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Further keyword arguments for ``vllm.LLM`` (e.g. ``quantization``)."""
+
+
 class GenerationSpec(_Strict):
     """Sampling settings for generating responses with the policy."""
+
+    engine: Literal["auto", "vllm", "transformers"] = "auto"
+    """What samples: "vllm" (vllm.LLM with the current LoRA adapter as a LoRARequest; needs
+    the vllm extra and a GPU), "transformers" (the model's own batched generate), or "auto":
+    vLLM when it is installed and the policy is on a GPU, else transformers."""
+    vllm: VLLMGenerationOptions = Field(default_factory=VLLMGenerationOptions)
+    """vLLM engine settings (used only when generation runs on vLLM)."""
 
     max_new_tokens: int = Field(default=64, ge=1)
     """Upper bound on generated tokens per response."""

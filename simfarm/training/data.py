@@ -30,6 +30,8 @@ class InstructionExample(BaseModel):
     instruction: str
     input: str = ""
     output: str | None = None
+    truncated: bool = False
+    """The output was cut off by a length limit (SFT then appends no end-of-sequence token)."""
 
 
 class PreferencePair(BaseModel):
@@ -112,8 +114,19 @@ def load_instructions(
             raise ConfigError(f"{spec.path}: record {index}: {spec.instruction_field}: empty")
         if need_output and (not isinstance(output, str) or not output.strip()):
             raise ConfigError(f"{spec.path}: record {index}: {spec.output_field}: empty")
+        truncated = row.get(spec.truncated_field) if spec.truncated_field in columns else None
+        if truncated is not None and not isinstance(truncated, bool):
+            raise ConfigError(
+                f"{spec.path}: record {index}: {spec.truncated_field}: expected true or false, "
+                f"got {type(truncated).__name__}"
+            )
         examples.append(
-            InstructionExample(instruction=instruction, input=str(text_input), output=output)
+            InstructionExample(
+                instruction=instruction,
+                input=str(text_input),
+                output=output,
+                truncated=bool(truncated),
+            )
         )
     return examples
 

@@ -202,7 +202,13 @@ def run_expert_iteration(config: RecipeConfig, context: RunContext) -> RecipeOut
         else:
             selections = _measure(config, runner, checkpoint, examples, train_refs, config.n)
             round_winners = [
-                {"instruction": s.instruction, "input": s.input, "output": s.chosen}
+                {
+                    "instruction": s.instruction,
+                    "input": s.input,
+                    "output": s.chosen,
+                    # A winner cut off by max_new_tokens is trained on without EOS.
+                    "truncated": s.chosen_truncated,
+                }
                 for s in selections
             ]
             metrics = _round_metrics(selections)
@@ -254,7 +260,11 @@ def run_expert_iteration(config: RecipeConfig, context: RunContext) -> RecipeOut
     summary["score_failures"] = float(runner.n_failed)
     assert checkpoint is not None
     return RecipeOutcome(
-        final_metrics=summary, tokens=tokens or None, checkpoint=checkpoint, resumed=resumed
+        final_metrics=summary,
+        tokens=tokens or None,
+        checkpoint=checkpoint,
+        resumed=resumed,
+        judge_usage=runner.usage if config.scorer.kind == "annotator" else None,
     )
 
 

@@ -100,6 +100,7 @@ def collect_feedback(config: RecipeConfig, spec: FeedbackSpec, context: RunConte
         context.report(stage, done, total)
 
     result = annotate(items, annotator, backend_overrides=overrides, progress=progress)
+    context.count_judge(result.summary)
     write_jsonl(feedback_path, result.annotations)
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     context.record_data("feedback", feedback_path)
@@ -138,10 +139,14 @@ def _generate(
             outputs = generate_with(
                 policy, [texts[i] for i in chunk], spec.generation, n=2, seed=config.seed
             )
-            for i, pair in zip(chunk, outputs, strict=True):
+            for i, samples in zip(chunk, outputs, strict=True):
+                pair = [sample.text for sample in samples]
                 done[i] = pair
                 handle.write(json.dumps({"key": key, "index": i, "samples": pair}) + "\n")
             handle.flush()
             context.report(stage, start + len(chunk), len(missing))
     del policy
+    from simfarm.training.vllm_generation import release_engine
+
+    release_engine()  # training comes next: give a vLLM engine's GPU memory back
     return done

@@ -166,6 +166,7 @@ def load_policy(
     if checkpoint is not None and not is_adapter_folder(Path(checkpoint)):
         base_spec = model.model_copy(update={"name_or_path": str(checkpoint), "adapter": None})
         net = load_base_model(base_spec)
+        model = base_spec  # what the policy is (vLLM generation loads it from there)
     else:
         net = load_base_model(model)
     if checkpoint is not None and is_adapter_folder(Path(checkpoint)):
@@ -237,6 +238,29 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One generated response and how it ended."""
+
+    text: str
+    truncated: bool = False
+    """Cut off by ``max_new_tokens`` (no end-of-sequence token, no stop string): the text
+    ends mid-thought, so training on it must not append an end-of-sequence token, or the
+    policy learns to stop mid-sentence (or, taught that long text ends well, to ramble)."""
+
+
+def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends a response: the tokenizer's EOS and the model's generation-config
+    end tokens (Gemma's adds ``<end_of_turn>``)."""
+    ids: list[int] = []
+    generation_config = getattr(model, "generation_config", None)
+    for eos in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+        for token in [eos] if isinstance(eos, int) else list(eos or []):
+            if int(token) not in ids:
+                ids.append(int(token))
+    return ids
+
+
 def generate(
     policy: Policy,
     prompts: Sequence[str],
@@ -249,18 +273,48 @@ def generate(
     batch_size: int = 16,
     stop: Sequence[str] = (),
 ) -> list[list[str]]:
-    """``n`` sampled responses for each (already formatted) prompt: ``result[i][k]``.
+    """The texts of :func:`generate_samples` (``result[i][k]``)."""
+    samples = generate_samples(
+        policy,
+        prompts,
+        n=n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        stop=stop,
+    )
+    return [[sample.text for sample in row] for row in samples]
+
+
+def generate_samples(
+    policy: Policy,
+    prompts: Sequence[str],
+    *,
+    n: int = 1,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    seed: int,
+    batch_size: int = 16,
+    stop: Sequence[str] = (),
+) -> list[list[Sample]]:
+    """``n`` sampled responses for each (already formatted) prompt: ``result[i][k]``, with
+    the transformers backend's batched generation.
 
     Sample ``k`` of prompt ``i`` is reproducible on its own (seeded by ``(seed, prompt,
     k)``); ``temperature=0`` is greedy (then all ``n`` samples are equal). Generation stops at
-    the tokenizer's EOS token or at any of the ``stop`` strings (which are cut off).
+    an end token (:func:`end_token_ids`) or at any of the ``stop`` strings (which are cut
+    off); a response that reached ``max_new_tokens`` first is marked ``truncated``.
     """
     torch, transformers = import_torch_stack()
     tokenizer, model = policy.tokenizer, policy.model
+    end_ids = end_token_ids(model, tokenizer)
     jobs = [(i, k) for k in range(n) for i in range(len(prompts))]
     # Longest prompts first: batches of similar length waste less compute on padding.
     jobs.sort(key=lambda job: -len(prompts[job[0]]))
-    results: list[list[str]] = [[""] * n for _ in prompts]
+    results: list[list[Sample]] = [[Sample("")] * n for _ in prompts]
     params = DecodingParams(temperature=temperature, top_p=top_p)
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -276,7 +330,7 @@ def generate(
                 "max_new_tokens": max_new_tokens,
                 "do_sample": False,
                 "pad_token_id": tokenizer.pad_token_id,
-                "eos_token_id": tokenizer.eos_token_id,
+                "eos_token_id": end_ids,
             }
             if temperature > 0:
                 generators = [
@@ -297,7 +351,10 @@ def generate(
                 output = model.generate(**encoded, **kwargs)
             for (i, k), row in zip(batch, output[:, prompt_length:], strict=True):
                 text = tokenizer.decode(row, skip_special_tokens=True)
-                results[i][k] = cut_at_stop(text, stop).strip()
+                ended = any(int(token) in end_ids for token in row.tolist())
+                stopped = any(s and s in text for s in stop)
+                truncated = not ended and not stopped and len(row) >= max_new_tokens
+                results[i][k] = Sample(cut_at_stop(text, stop).strip(), truncated)
     finally:
         tokenizer.padding_side = old_side
         if was_training:
@@ -307,9 +364,14 @@ def generate(
 
 def generate_with(
     policy: Policy, prompts: Sequence[str], spec: GenerationSpec, *, n: int, seed: int
-) -> list[list[str]]:
-    """:func:`generate` with a recipe's :class:`GenerationSpec`."""
-    return generate(
+) -> list[list[Sample]]:
+    """:func:`generate_samples` with a recipe's :class:`GenerationSpec`, on the engine it
+    names: vLLM (``simfarm.training.vllm_generation``) or transformers."""
+    from simfarm.training.vllm_generation import choose_engine, vllm_generate
+
+    if choose_engine(spec, policy.device) == "vllm":
+        return vllm_generate(policy, prompts, spec, n=n, seed=seed)
+    return generate_samples(
         policy,
         prompts,
         n=n,

@@ -15,6 +15,13 @@ One PPO step, as AlpacaFarm ran it (Ziegler et al. 2019's recipe):
 7. **KL control**: fixed coefficient, or Ziegler's adaptive controller towards ``kl_target``;
    the rollout's KL is checked against ``kl_bound`` and reported.
 
+Which KL estimate where: the **penalty** in the per-token reward is AlpacaFarm's (and TRL's
+classic trainer's) sampled ``log pi - log pi_ref`` ("k1"), unchanged. The **reported** KL (the
+``kl`` metric, the ``kl_bound`` check and the adaptive controller's input) is the ``k3``
+estimator ``(r - 1) - log r`` with ``r = pi_ref / pi`` (:func:`ppo_math.k3_kl`): it estimates
+the same KL(pi || pi_ref) without bias, but is never negative, where k1 of a batch can be
+below zero. The k1 value is logged beside it as ``kl_k1``.
+
 The arithmetic of steps 4-6 is in :mod:`simfarm.training.ppo_math`, the critic in
 :mod:`simfarm.training.value_head`. Dropout is off throughout (the model stays in ``eval`` mode
 while gradients flow): with dropout on, the first PPO epoch's importance ratio would not be 1,
@@ -110,7 +117,8 @@ class PPOConfig(RecipeConfig):
     generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(max_new_tokens=32, temperature=1.0)
     )
-    """How rollouts are sampled (temperature also scales the logits PPO optimises)."""
+    """How rollouts are sampled (temperature also scales the logits PPO optimises); always
+    by the trained model itself, so ``engine`` may not be "vllm"."""
     ppo: PPOHyperparameters = Field(default_factory=PPOHyperparameters)
     """The algorithm's knobs."""
     save_steps: int = Field(default=5, ge=1)
@@ -126,6 +134,11 @@ class PPOConfig(RecipeConfig):
             )
         if self.generation.temperature <= 0:
             raise ValueError("generation.temperature must be > 0 for PPO (sampling is the point)")
+        if self.generation.engine == "vllm":
+            raise ValueError(
+                "generation.engine: PPO samples its rollouts with the model it trains (it needs "
+                "their token ids and log-probs); use 'auto' or 'transformers'"
+            )
         return self
 
 
@@ -222,13 +235,9 @@ class PPOTrainer:
         )
         # Generation stops at any of the tokenizer's and the model's end tokens (Gemma's
         # generation config adds <end_of_turn>); the response mask must know all of them.
-        eos_ids: list[int] = []
-        generation_config = getattr(model, "generation_config", None)
-        for eos in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
-            for token in [eos] if isinstance(eos, int) else list(eos or []):
-                if token not in eos_ids:
-                    eos_ids.append(int(token))
-        self.eos_token_ids = eos_ids
+        from simfarm.training.policy import end_token_ids
+
+        self.eos_token_ids = end_token_ids(model, tokenizer)
         self.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         )
@@ -401,7 +410,13 @@ class PPOTrainer:
                 stats["value_clip_fraction"].append(value.clip_fraction)
                 stats["approx_kl"].append(policy.approx_kl)
 
-        kl_per_response = float(per_token_kl.sum(dim=1).mean())
+        # The penalty above is k1 (log pi - log pi_ref per token, as AlpacaFarm and TRL's
+        # classic trainer put it in the reward); the KL reported, bounded and fed to the
+        # adaptive controller is k3, which estimates the same KL but is never negative.
+        kl_per_response = float(
+            ppo_math.k3_kl(rollout.logprobs, rollout.ref_logprobs, mask).sum(dim=1).mean()
+        )
+        kl_k1_per_response = float(per_token_kl.sum(dim=1).mean())
         kl_coef_used = self.kl_controller.value
         self.kl_controller.update(kl_per_response, batch_size)
         response_lengths = mask.sum(dim=1)
@@ -409,6 +424,7 @@ class PPOTrainer:
             "mean_score": float(rollout.scores.mean()),
             "mean_reward": float((rewards.sum(dim=1)).mean()),
             "kl": kl_per_response,
+            "kl_k1": kl_k1_per_response,
             "kl_coef": kl_coef_used,
             "kl_within_bound": float(kl_per_response <= hp.kl_bound),
             "entropy": rollout.entropy,
@@ -568,7 +584,7 @@ def run_ppo(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
         reference_model = load_base_model(config.model).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
     value_head = ValueHead(_hidden_size(policy.model))
-    score, scorer_id = build_response_scorer(scorer_spec, config.model, policy.device)
+    score, scorer_id, judge_usage = build_response_scorer(scorer_spec, config.model, policy.device)
     if scorer_spec.kind == "annotator":
         context.record_persona(scorer_id)
     else:
@@ -630,6 +646,7 @@ def run_ppo(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
         tokens=tokens or None,
         checkpoint=final,
         resumed=resume_from is not None,
+        judge_usage=judge_usage if scorer_spec.kind == "annotator" else None,
     )
 
 

@@ -85,6 +85,16 @@ def kl_penalised_rewards(
     return rewards * mask, per_token_kl
 
 
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token ``(r - 1) - log r`` with ``r = pi_ref / pi`` (Schulman's "k3" estimator of
+    KL(pi || pi_ref) from tokens sampled from pi): unbiased like the plain ``log pi - log
+    pi_ref`` ("k1") and, unlike it, never negative on any sample, so a reported KL below zero
+    (which k1 gives whenever the sampled tokens happen to be likelier under the reference)
+    cannot occur. Computed in float32; 0 on padding."""
+    log_ratio = (ref_logprobs.float() - logprobs.float()).clamp(max=20.0)
+    return (torch.expm1(log_ratio) - log_ratio) * mask
+
+
 def generalized_advantages(
     rewards: torch.Tensor,
     values: torch.Tensor,

@@ -29,6 +29,7 @@ from simfarm.errors import ConfigError
 from simfarm.training.config import RecipeConfig, load_recipe_config
 from simfarm.training.manifest import config_digest, file_digest, read_manifest, write_manifest
 from simfarm.training.metrics import MetricsLogger
+from simfarm.training.scoring import JudgeUsage
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as ``(stage description, done, total)``; a new description starts a new stage."""
@@ -53,6 +54,10 @@ class RecipeResult(BaseModel):
     """Training tokens processed per second of wall time (None when not measured)."""
     resumed: bool = False
     """True when this run continued from a checkpoint left by an interrupted one."""
+    judge_usage: JudgeUsage | None = None
+    """Judge calls made while the recipe ran (PPO rewards, best-of-n and expert-iteration
+    scoring, collected feedback) by the run that finished it: requests, cache hits, dollars.
+    None when the recipe asked no judge."""
 
 
 @dataclass
@@ -65,6 +70,8 @@ class RecipeOutcome:
     checkpoint: Path | None = None
     """Defaults to ``out_dir/checkpoint``."""
     resumed: bool = False
+    judge_usage: JudgeUsage | None = None
+    """The recipe's own judge calls (None when it asked no judge)."""
 
 
 @dataclass
@@ -75,6 +82,8 @@ class RunContext:
     progress: ProgressCallback | None = None
     config: RecipeConfig | None = None
     manifest_extra: dict[str, Any] = field(default_factory=dict)
+    judge_usage: JudgeUsage | None = None
+    """Judge calls made outside a runner's scorer (simulated feedback collection)."""
     metrics: MetricsLogger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +112,12 @@ class RunContext:
                 digest = file_digest(Path(path))
         entry["sha256"] = digest
         self.manifest_extra.setdefault("data", {})[name] = entry
+
+    def count_judge(self, summary: Any) -> None:
+        """Add one annotation run's requests, cache hits and cost to the run's judge usage."""
+        if self.judge_usage is None:
+            self.judge_usage = JudgeUsage()
+        self.judge_usage.add(summary)
 
     def record_persona(self, persona_id: str) -> None:
         personas = self.manifest_extra.setdefault("persona_ids", [])
@@ -147,6 +162,9 @@ def run_recipe(
     if done is not None:
         return done
     from simfarm.training.registry import runner
+    from simfarm.training.vllm_generation import require_installed_engines
+
+    require_installed_engines(config)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     context = RunContext(out_dir=out_dir, progress=progress, config=config)
@@ -166,11 +184,24 @@ def run_recipe(
         wall_time_s=round(wall, 3),
         tokens_per_s=round(outcome.tokens / wall, 2) if outcome.tokens and wall > 0 else None,
         resumed=outcome.resumed,
+        judge_usage=_total_usage(outcome.judge_usage, context.judge_usage),
     )
     tmp = out_dir / f"{RESULT_FILE}.tmp"
     tmp.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out_dir / RESULT_FILE)
     return result
+
+
+def _total_usage(*parts: JudgeUsage | None) -> JudgeUsage | None:
+    present = [part for part in parts if part is not None]
+    if not present:
+        return None
+    return JudgeUsage(
+        annotations=sum(p.annotations for p in present),
+        requests=sum(p.requests for p in present),
+        cache_hits=sum(p.cache_hits for p in present),
+        cost_usd=sum(p.cost_usd for p in present),
+    )
 
 
 def read_result(out_dir: Path) -> RecipeResult | None:

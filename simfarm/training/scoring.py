@@ -53,6 +53,27 @@ class ScorerSpec(BaseModel):
     """Responses per reward-model forward pass."""
 
 
+class JudgeUsage(BaseModel):
+    """What a recipe's judge calls cost in one run: requests sent, answers from the cache,
+    dollars (summed over every :func:`~simfarm.annotation.run.annotate` call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    annotations: int = 0
+    """Verdicts asked for (cached or not)."""
+    requests: int = 0
+    """Model requests sent (retries included; 0 when everything came from the cache)."""
+    cache_hits: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, summary: Any) -> None:
+        """Count one annotation run (its ``AnnotationSummary``)."""
+        self.annotations += int(summary.n_items)
+        self.requests += int(summary.requests_sent)
+        self.cache_hits += int(summary.cache_hits)
+        self.cost_usd += float(summary.cost_usd)
+
+
 @dataclass
 class Scored:
     """Scores aligned with the responses, and how many could not be judged."""
@@ -80,6 +101,8 @@ class AnnotatorScorer:
         self.annotator = load_annotator(spec.annotator, list(spec.annotators_dirs) or None)
         options: dict[str, Any] = {"base_url": spec.base_url} if spec.base_url else {}
         self.overrides = BackendOverrides(model=spec.backend_model, options=options)
+        self.usage = JudgeUsage()
+        """Every judge call this scorer made (for the run's result and cost table)."""
 
     @property
     def id(self) -> str:
@@ -91,7 +114,9 @@ class AnnotatorScorer:
 
         if not items:
             return []
-        return annotate(items, self.annotator, backend_overrides=self.overrides).annotations
+        result = annotate(items, self.annotator, backend_overrides=self.overrides)
+        self.usage.add(result.summary)
+        return result.annotations
 
     def against_reference(
         self,
@@ -213,9 +238,10 @@ evaluation of best-of-n use (references are ignored by a reward model)."""
 
 def build_response_scorer(
     spec: ScorerSpec, model: ModelSpec, device: str = "cpu"
-) -> tuple[ResponseScorer, str]:
-    """The absolute scorer for ``spec`` and its id (for manifests). ``model`` is the policy's
-    model spec: a reward model checkpoint that is a LoRA adapter sits on that base model."""
+) -> tuple[ResponseScorer, str, JudgeUsage]:
+    """The absolute scorer for ``spec``, its id (for manifests) and the usage counter its
+    judge calls add to (stays zero for a reward model). ``model`` is the policy's model spec:
+    a reward model checkpoint that is a LoRA adapter sits on that base model."""
     if spec.kind == "reward_model":
         model_scorer = RewardModelScorer(spec, model)
 
@@ -227,6 +253,6 @@ def build_response_scorer(
         ) -> Scored:
             return model_scorer.score(instructions, inputs, responses)
 
-        return by_model, model_scorer.id
+        return by_model, model_scorer.id, JudgeUsage()
     annotator_scorer = AnnotatorScorer(spec)
-    return annotator_scorer.against_reference, annotator_scorer.id
+    return annotator_scorer.against_reference, annotator_scorer.id, annotator_scorer.usage

@@ -210,8 +210,30 @@ def _seed(config: RecipeConfig) -> None:
 # SFT
 
 
+def sft_example(tokenizer: Any, prompt: str, completion: str, truncated: bool) -> dict[str, Any]:
+    """One SFT row tokenized as TRL's SFTTrainer tokenizes a prompt/completion row
+    (``input_ids`` of prompt + completion + EOS; ``completion_mask`` 1 from where the
+    tokenized prompt and the whole diverge), except that a ``truncated`` completion (cut off
+    by a length limit) gets no EOS: the model must not learn that text ends there.
+
+    TRL appends EOS to every non-conversational completion before tokenizing; handing it
+    rows with ``input_ids`` makes it skip that step (and still build the labels from
+    ``completion_mask`` and truncate to ``max_length``)."""
+    from trl.data_utils import common_prefix_length
+
+    eos = tokenizer.eos_token or ""
+    text = prompt + completion
+    if not truncated and not completion.endswith(eos):
+        text += eos
+    prompt_ids = list(tokenizer(text=prompt)["input_ids"])
+    ids = list(tokenizer(text=text)["input_ids"])
+    start = common_prefix_length(prompt_ids, ids)
+    return {"input_ids": ids, "completion_mask": [0] * start + [1] * (len(ids) - start)}
+
+
 def run_sft(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
-    """Supervised fine-tuning: loss on the reference response only (prompt tokens masked)."""
+    """Supervised fine-tuning: loss on the reference response only (prompt tokens masked);
+    EOS ends every response except those marked truncated (see :func:`sft_example`)."""
     assert isinstance(config, SFTConfig)
     trl = _trl()
     from datasets import Dataset
@@ -223,15 +245,17 @@ def run_sft(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
         context.record_data(name, Path(spec.path) if Path(spec.path).exists() else None)
         return Dataset.from_list(
             [
-                {
-                    "prompt": format_prompt(
+                sft_example(
+                    tokenizer,
+                    format_prompt(
                         tokenizer,
                         ex.instruction,
                         ex.input,
                         use_chat_template=config.model.use_chat_template,
                     ),
-                    "completion": ex.output,
-                }
+                    ex.output or "",
+                    ex.truncated,
+                )
                 for ex in examples
             ]
         )

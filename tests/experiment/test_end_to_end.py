@@ -167,6 +167,13 @@ def test_best_of_n_and_ppo_join_the_board_with_their_curves(
     scorer = recipe["ppo"]["effective_config"]["scorer"]
     assert scorer["annotator"].endswith("annotators/longest.yaml")
     assert recipe["best_of_n"]["effective_config"]["selection"] == "tournament"
+    # The judge calls made inside best-of-n's tournament and PPO's rewards are the stages' own.
+    stages = {record.name: record for record in result.stages}
+    for name in ("train.best_of_n", "train.ppo"):
+        usage = stages[name].details["judge_usage"]
+        assert usage["annotations"] > 0, name
+        assert stages[name].cost.requests == usage["requests"], name
+        assert stages[name].cost.cache_hits == usage["cache_hits"], name
     html = result.report_path.read_text()
     for title in ("PPO reward", "PPO KL to the reference", "Training loss"):
         assert f"<figcaption>{title}</figcaption>" in html, title

@@ -113,3 +113,24 @@ def test_bad_annotation_record_names_line_and_field(tmp_path: Path) -> None:
     path.write_text(json.dumps(_record(1.0)) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(ConfigError, match=r"annotations.jsonl: line 2: output_2"):
         load_preference_pairs(path)
+
+
+def test_truncated_column_is_read_and_checked(tmp_path: Path) -> None:
+    from simfarm.training.config import InstructionSource
+    from simfarm.training.data import load_instructions
+
+    path = tmp_path / "winners.jsonl"
+    rows = [
+        {"instruction": "a", "output": "cut off mid", "truncated": True},
+        {"instruction": "b", "output": "ended.", "truncated": False},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    loaded = load_instructions(InstructionSource(path=str(path)), need_output=True)
+    assert [e.truncated for e in loaded] == [True, False]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"instruction": "a", "output": "x"}) + "\n", encoding="utf-8")
+    assert load_instructions(InstructionSource(path=str(plain)))[0].truncated is False
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "a", "truncated": "yes"}) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.jsonl: record 0: truncated"):
+        load_instructions(InstructionSource(path=str(bad)))

@@ -4,8 +4,8 @@ must score above round 1's (the base model) under the same persona.
 The persona is a rule persona, ``shortest``, loaded from a YAML file like any user persona,
 judging each response against a fixed 10-character reference. SFT on the shortest of 4
 samples (each followed by the end-of-sequence token) teaches a tiny random model to stop
-early within a few steps, so "better" is learnable; ``longest`` would not be: the winners are
-cut at max_new_tokens, so SFT on them also teaches an early stop.
+early within a few steps, so "better" is learnable. (``longest`` winners are mostly cut at
+max_new_tokens; they are trained on without EOS, see test_truncation.py.)
 """
 
 from __future__ import annotations

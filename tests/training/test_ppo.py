@@ -9,6 +9,7 @@ tokens), which makes "PPO raises mean reward" a test that runs in about a minute
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,32 @@ def test_kl_penalty_is_per_token_and_score_lands_on_the_last_real_token() -> Non
     rewards, kl = ppo_math.kl_penalised_rewards(torch.tensor([3.0, 5.0]), logprobs, ref, mask, 0.1)
     assert kl.flatten().tolist() == pytest.approx([0.5, 0.0, -0.5, 0.0, -1.0, 0.0])
     assert rewards.flatten().tolist() == pytest.approx([-0.05, 0.0, 3.05, 0.0, 5.1, 0.0])
+
+
+def test_reported_kl_is_k3_nonnegative_where_k1_goes_negative() -> None:
+    # Row 1: the sampled tokens are likelier under the reference, so k1 sums below zero.
+    logprobs = torch.tensor([[-2.0, -1.0, -3.0], [-0.5, -0.5, -9.0]])
+    ref = torch.tensor([[-1.0, -1.0, -2.5], [-1.5, -0.2, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    _, k1 = ppo_math.kl_penalised_rewards(torch.zeros(2), logprobs, ref, mask, 0.1)
+    assert float(k1[0].sum()) < 0
+    k3 = ppo_math.k3_kl(logprobs, ref, mask)
+    by_hand = [
+        [math.exp(1.0) - 1 - 1.0, 0.0, math.exp(0.5) - 1 - 0.5],
+        [math.exp(-1.0) - 1 + 1.0, math.exp(0.3) - 1 - 0.3, 0.0],
+    ]
+    assert k3.tolist() == [pytest.approx(row, abs=1e-6) for row in by_hand]
+    assert bool((k3 >= 0).all())
+    # Unbiased for the same KL: on many samples from pi, mean k3 and mean k1 agree.
+    generator = torch.Generator().manual_seed(0)
+    pi = torch.softmax(torch.randn(50, generator=generator), dim=0)
+    pi_ref = torch.softmax(torch.randn(50, generator=generator), dim=0)
+    tokens = torch.multinomial(pi, 200_000, replacement=True, generator=generator)
+    lp, lr = pi.log()[tokens][None], pi_ref.log()[tokens][None]
+    ones = torch.ones_like(lp)
+    exact = float((pi * (pi.log() - pi_ref.log())).sum())
+    assert float(ppo_math.k3_kl(lp, lr, ones).mean()) == pytest.approx(exact, rel=0.03)
+    assert float((lp - lr).mean()) == pytest.approx(exact, rel=0.03)
 
 
 def test_policy_clip_stops_the_incentive_past_one_plus_epsilon() -> None:
