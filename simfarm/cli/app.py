@@ -33,11 +33,13 @@ from simfarm.cli import (
 def _flags_without_value_placeholder() -> None:
     """typer (0.29) prints a ``<bool>`` value placeholder beside on/off flags (``--quiet``,
     ``--help``), and a user who then types ``--quiet true`` is refused. A flag takes no
-    value: show none. Every command gets this, whichever module defines it."""
+    value: show none. Every command gets this, whichever module defines it. A typer without
+    that hook (other versions render help differently) is left as it is: the help text is
+    cosmetic, the CLI must start."""
     from typer.core import TyperOption
 
-    original = TyperOption.display_type_rich
-    if getattr(original, "_simfarm_flags", False):
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_simfarm_flags", False):
         return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
