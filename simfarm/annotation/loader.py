@@ -8,14 +8,14 @@ field, e.g. ``annotators/x.yaml: decoding.temperature: Input should be a valid n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PairwisePersona
+from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PairwisePersona, PoolMember
 from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
@@ -133,8 +133,33 @@ def load_annotator(name: str, dirs: list[Path] | None = None) -> LoadedPersona |
             raise ConfigError(f"{path}: members.{index}.persona: {error}") from None
         if not isinstance(loaded, LoadedPersona):
             raise ConfigError(f"{path}: members.{index}.persona: pools cannot be nested")
-        members.append((loaded, member.weight))
+        members.append((_with_member_knobs(path, index, loaded, member), member.weight))
     return LoadedPool(spec=spec, members=members, path=path)
+
+
+def _with_member_knobs(
+    path: Path, index: int, persona: LoadedPersona, member: PoolMember
+) -> LoadedPersona:
+    """The member's persona with the pool's per-member knobs (temperature, noise, biases)."""
+    update: dict[str, Any] = {}
+    for name, value in member.knobs().items():
+        if name not in type(persona.spec).model_fields:
+            raise ConfigError(
+                f"{path}: members.{index}.{name}: a {persona.spec.kind} persona has no {name}"
+            )
+        update[name] = value
+    if member.temperature is not None:
+        decoding = getattr(persona.spec, "decoding", None)
+        if decoding is None:
+            raise ConfigError(
+                f"{path}: members.{index}.temperature: persona {persona.spec.id!r} "
+                "samples nothing (it has no decoding)"
+            )
+        update["decoding"] = decoding.model_copy(update={"temperature": member.temperature})
+    if not update:
+        return persona
+    spec = type(persona.spec).model_validate({**persona.spec.model_dump(), **update})
+    return replace(persona, spec=spec)
 
 
 def annotator_json_schema() -> dict[str, Any]:
