@@ -92,7 +92,8 @@ def test_length_bias_tilts_towards_the_longer_output(tmp_path: Path) -> None:
 
 
 def test_bias_draws_do_not_depend_on_each_other(tmp_path: Path) -> None:
-    """Adding a length bias leaves the position-biased items exactly where they were."""
+    """Adding a length bias leaves the position-biased items exactly where they were, and
+    draws its own coin (not the position draw again)."""
     pairs = items(2000)
     rule_persona(tmp_path, "p", position_bias=0.2)
     rule_persona(tmp_path, "p2", id="p", position_bias=0.2, length_bias=0.5)
@@ -100,6 +101,10 @@ def test_bias_draws_do_not_depend_on_each_other(tmp_path: Path) -> None:
     both = annotate(pairs, "p2", annotators_dirs=[tmp_path], use_cache=False).annotations
     forced = [a.raw_completion == "<position bias: first shown>" for a in only]
     assert forced == [a.raw_completion == "<position bias: first shown>" for a in both]
+    # Among the rest, the length bias has its own draw: still its configured rate.
+    rest = [a for a, was_forced in zip(both, forced, strict=True) if not was_forced]
+    tilted = sum(a.raw_completion == "<length bias: longer>" for a in rest)
+    assert 0.45 < tilted / len(rest) < 0.55, tilted / len(rest)
 
 
 def test_pool_member_knobs_override_the_persona(tmp_path: Path) -> None:
