@@ -15,18 +15,19 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PairwisePersona, PoolMember
+from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PersonaSpec, PoolMember
+from simfarm.annotation.scenario import format_yaml_error
 from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
 from simfarm.textfiles import read_text
 
-_SPEC_ADAPTER: TypeAdapter[PairwisePersona | AnnotatorPool] = TypeAdapter(AnnotatorSpec)
+_SPEC_ADAPTER: TypeAdapter[PersonaSpec | AnnotatorPool] = TypeAdapter(AnnotatorSpec)
 
 
 @dataclass(frozen=True)
 class LoadedPersona:
-    spec: PairwisePersona
+    spec: PersonaSpec
     template: PromptTemplate | None
     path: Path | None
 
@@ -65,10 +66,11 @@ def iter_annotator_files(dirs: list[Path] | None = None) -> list[Path]:
     return list(seen.values())
 
 
-def read_spec(path: Path) -> PairwisePersona | AnnotatorPool:
-    """Parse and validate one file; every problem is reported with file and field."""
+def read_spec(path: Path) -> PersonaSpec | AnnotatorPool:
+    """Parse and validate one file; every problem is reported with file, line and field."""
+    text = read_text(path)
     try:
-        raw: Any = yaml.safe_load(read_text(path))
+        raw: Any = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read YAML: {error}") from error
     if not isinstance(raw, dict):
@@ -78,26 +80,21 @@ def read_spec(path: Path) -> PairwisePersona | AnnotatorPool:
     try:
         return _SPEC_ADAPTER.validate_python(raw)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(path, error)) from None
+        raise ConfigError(
+            format_yaml_error(path, text, error, "invalid annotator definition", union=True)
+        ) from None
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid annotator definition"]
-    for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"][1:] or item["loc"])
-        lines.append(f"  {loc or '<root>'}: {item['msg']}")
-    return "\n".join(lines)
-
-
-def load_persona_file(path: Path, spec: PairwisePersona | None = None) -> LoadedPersona:
+def load_persona_file(path: Path, spec: PersonaSpec | None = None) -> LoadedPersona:
     spec = spec or _expect_persona(path, read_spec(path))
     template = None
-    if spec.prompt_template is not None:
-        template = PromptTemplate.from_file(_find_template(path, spec.prompt_template))
+    prompt_template = getattr(spec, "prompt_template", None)
+    if prompt_template is not None:
+        template = PromptTemplate.from_file(find_template(path, prompt_template))
     return LoadedPersona(spec=spec, template=template, path=path)
 
 
-def _find_template(persona_path: Path, name: str) -> Path:
+def find_template(persona_path: Path, name: str) -> Path:
     """A template next to the persona file first, then in the annotator folders, so a
     user's persona can reuse a bundled template by its relative name
     (``prompts/alpaca_farm_pairwise.txt``)."""
@@ -113,8 +110,8 @@ def _find_template(persona_path: Path, name: str) -> Path:
     )
 
 
-def _expect_persona(path: Path, spec: PairwisePersona | AnnotatorPool) -> PairwisePersona:
-    if not isinstance(spec, PairwisePersona):
+def _expect_persona(path: Path, spec: PersonaSpec | AnnotatorPool) -> PersonaSpec:
+    if isinstance(spec, AnnotatorPool):
         raise ConfigError(f"{path}: expected a persona, found a pool")
     return spec
 
@@ -123,7 +120,7 @@ def load_annotator(name: str, dirs: list[Path] | None = None) -> LoadedPersona |
     """A persona or a pool (with its members loaded), by id or file path."""
     path = find_annotator_file(name, dirs)
     spec = read_spec(path)
-    if isinstance(spec, PairwisePersona):
+    if not isinstance(spec, AnnotatorPool):
         return load_persona_file(path, spec)
     members: list[tuple[LoadedPersona, float]] = []
     for index, member in enumerate(spec.members):
@@ -180,7 +177,7 @@ def measured_agreement_note(annotator: LoadedPersona | LoadedPool) -> str | None
     )
     notes = []
     for persona in personas:
-        measured = persona.spec.measured_agreement
+        measured = getattr(persona.spec, "measured_agreement", None)
         if measured is None:
             continue
         baseline = (

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from simfarm.annotation.judge import Judge, PlannedRequest, Reading, RunStats, seeded_rng
 from simfarm.annotation.loader import LoadedPersona
 from simfarm.annotation.parsers import ParseError
+from simfarm.annotation.persona import PairwisePersona
+from simfarm.errors import ConfigError
 from simfarm.types import (
     Completion,
     CompletionRequest,
@@ -83,8 +85,10 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
     kind = "pairwise"
 
     def __init__(self, persona: LoadedPersona, pool: str | None = None) -> None:
+        if not isinstance(persona.spec, PairwisePersona):
+            raise ConfigError(f"{persona.path}: not a pairwise persona")
         self.persona = persona
-        self.spec = persona.spec
+        self.spec: PairwisePersona = persona.spec
         self.id = persona.spec.id
         self.pool = pool
         self.backend = persona.spec.backend

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simfarm.annotation.parsers import ParserSpec, RegexParser
+from simfarm.annotation.scenario import HindsightPersona
 from simfarm.backends.base import BackendSpec
 from simfarm.types import DecodingParams
 
@@ -148,4 +149,9 @@ class AnnotatorPool(BaseModel):
     """Salt for member assignment (defaults to the pool id)."""
 
 
-AnnotatorSpec = Annotated[PairwisePersona | AnnotatorPool, Field(discriminator="kind")]
+PersonaSpec = PairwisePersona | HindsightPersona
+"""Every kind of single persona (a pool's members are one of these, all of one kind)."""
+
+AnnotatorSpec = Annotated[
+    PairwisePersona | HindsightPersona | AnnotatorPool, Field(discriminator="kind")
+]

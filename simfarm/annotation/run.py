@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simfarm.annotation.hindsight import HindsightJudge
 from simfarm.annotation.judge import (
     AnyJudge,
     ItemT,
@@ -75,6 +76,7 @@ T = TypeVar("T")
 
 JUDGE_KINDS: dict[str, Callable[[LoadedPersona, str | None], AnyJudge]] = {
     "pairwise": PairwiseJudge,
+    "hindsight": HindsightJudge,
 }
 """Persona ``kind`` -> the judge class that applies it (more kinds register here)."""
 

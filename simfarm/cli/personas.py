@@ -32,7 +32,7 @@ def personas_list(annotators_dir: AnnotatorsDirs = None) -> None:
             how = ", ".join(m.persona for m in spec.members)
         else:
             backend = spec.backend
-            how = spec.rule or (
+            how = getattr(spec, "rule", None) or (
                 ":".join(p for p in (backend.name, backend.model) if p) if backend else ""
             )
         table.add_row(spec.id, spec.kind, how, escape(spec.description))
