@@ -158,7 +158,10 @@ class HindsightJudge(Judge[HindsightItem, HindsightReading, HindsightAnnotation,
         self.backend = spec.backend
         self.max_parse_attempts = spec.max_parse_attempts
         folder = [persona.path.parent] if persona.path is not None else []
-        self.scenario: LoadedScenario = load_scenario(spec.scenario, folder)
+        try:
+            self.scenario: LoadedScenario = load_scenario(spec.scenario, folder)
+        except ConfigError as error:
+            raise ConfigError(f"{persona.path}: scenario: {error}") from None
         scenario = self.scenario.spec
         self.foresight = _template(persona.path, spec.foresight_template) or (
             PromptTemplate.from_file(self.scenario.relative(scenario.foresight_template))
