@@ -104,7 +104,9 @@ def test_report_against_a_loopback_server_then_a_cached_rerun(tmp_path: Path) ->
         instance = instances[record["instance_id"]]
         expected = simulate_outcome(instance["context"], instance["hidden"], record["output_1"])
         assert record["outcome_1"] == expected.text and record["utility_1"] == expected.utility
-        assert any(f"What happened: {expected.text}" in p for p in prompts)
+        for n in ("1", "2"):
+            shown = f"{record['output_' + n]}\n\nWhat happened: {record['outcome_' + n]}\n"
+            assert any(shown in p for p in prompts), "each outcome follows its own response"
     foresight = [p for p in prompts if "followed the advice" not in p]
     assert len(foresight) == 72 and not any("What happened" in p for p in foresight)
 
