@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simfarm.annotation.likelihood_persona import LikelihoodPersona
 from simfarm.annotation.parsers import ParserSpec, RegexParser
 from simfarm.annotation.scenario import HindsightPersona
 from simfarm.backends.base import BackendSpec
@@ -149,9 +150,10 @@ class AnnotatorPool(BaseModel):
     """Salt for member assignment (defaults to the pool id)."""
 
 
-PersonaSpec = PairwisePersona | HindsightPersona
+PersonaSpec = PairwisePersona | HindsightPersona | LikelihoodPersona
 """Every kind of single persona (a pool's members are one of these, all of one kind)."""
 
 AnnotatorSpec = Annotated[
-    PairwisePersona | HindsightPersona | AnnotatorPool, Field(discriminator="kind")
+    PairwisePersona | HindsightPersona | LikelihoodPersona | AnnotatorPool,
+    Field(discriminator="kind"),
 ]

@@ -41,6 +41,7 @@ from simfarm.annotation.judge import (
     RunStats,
     SummaryT,
 )
+from simfarm.annotation.likelihood import LikelihoodJudge
 from simfarm.annotation.loader import LoadedPersona, LoadedPool, load_annotator
 from simfarm.annotation.pairwise import AnnotationSummary, PairwiseJudge
 from simfarm.backends.base import BackendSpec
@@ -77,6 +78,7 @@ T = TypeVar("T")
 JUDGE_KINDS: dict[str, Callable[[LoadedPersona, str | None], AnyJudge]] = {
     "pairwise": PairwiseJudge,
     "hindsight": HindsightJudge,
+    "likelihood": LikelihoodJudge,
 }
 """Persona ``kind`` -> the judge class that applies it (more kinds register here)."""
 
