@@ -140,6 +140,13 @@ class LikelihoodJudge(Judge[PairwiseItem, Score, PairwiseAnnotation, AnnotationS
                 "annotators need a local backend, or a completions endpoint with `echo`)",
             )
             return Score(completion=completion, failure=failure)
+        if completion.completion_tokens:
+            failure = Failure(
+                kind="parse",
+                message=f"the backend generated {completion.completion_tokens} token(s) "
+                "instead of scoring the prompt (does it honour `echo` with `max_tokens: 0`?)",
+            )
+            return Score(completion=completion, failure=failure)
         return Score(
             completion=completion,
             total=sum(t.logprob for t in completion.logprobs),

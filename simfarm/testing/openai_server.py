@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import email.utils
 import hashlib
-import itertools
 import json
 import math
 import random
@@ -94,6 +93,19 @@ def _prompt_text(body: dict[str, Any]) -> str:
     if "messages" in body:
         return "\n".join(str(m.get("content", "")) for m in body["messages"])
     return str(body.get("prompt", ""))
+
+
+def echo_logprobs(prompt: str) -> tuple[list[str], list[float | None]]:
+    """The fake language model: ``prompt``'s tokens (words with their leading whitespace)
+    and each one's log-probability, which depends on the token and everything before it;
+    the first is ``None`` (nothing precedes it), as OpenAI's ``echo`` sends it."""
+    tokens = re.findall(r"\s*\S+|\s+", prompt) or [""]
+    logprobs: list[float | None] = [None]
+    state = hashlib.sha256(tokens[0].encode()).digest()
+    for token in tokens[1:]:
+        state = hashlib.sha256(state + token.encode()).digest()  # the whole prefix
+        logprobs.append(-0.05 - int.from_bytes(state[:2], "big") % 400 / 100)
+    return tokens, logprobs
 
 
 class FakeOpenAIServer:
@@ -271,13 +283,9 @@ class FakeOpenAIServer:
     def _echo(self, body: dict[str, Any], prompt: str) -> web.Response:
         """A scoring answer (legacy completions, ``echo`` with ``max_tokens: 0``): the prompt
         back as its tokens (words with their leading space), each with a log-probability
-        that depends on the token and the one before it (as a language model's would), the
-        first ``null`` as OpenAI sends it."""
-        tokens = re.findall(r"\s*\S+|\s+", prompt) or [""]
-        logprobs: list[float | None] = [None]
-        for previous, token in itertools.pairwise(tokens):
-            digest = hashlib.sha256(f"{previous}|{token}".encode()).digest()
-            logprobs.append(-0.05 - int.from_bytes(digest[:2], "big") % 400 / 100)
+        that depends on the token and everything before it (as a language model's would),
+        the first ``null`` as OpenAI sends it."""
+        tokens, logprobs = echo_logprobs(prompt)
         offsets, position = [], 0
         for token in tokens:
             offsets.append(position)
