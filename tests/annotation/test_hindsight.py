@@ -214,6 +214,7 @@ def test_personas_list_shows_hindsight_personas_and_a_pool() -> None:
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
     assert "hindsight" in rows["hindsight_shopping"]
     assert "pool" in rows["alpaca_farm_pool"]
+    assert "likelihood" in rows["likelihood_follow_up"]
 
 
 def test_a_pool_mixing_kinds_is_refused(tmp_path: Path) -> None:
