@@ -144,6 +144,19 @@ def annotate(
         if limit is not None:
             items = items[:limit]
         loaded = load_annotator(persona, annotators_dir)
+        kinds = (
+            {loaded.spec.kind}
+            if loaded.spec.kind != "pool"
+            else {
+                member.spec.kind
+                for member, _ in loaded.members  # type: ignore[union-attr]
+            }
+        )
+        if "hindsight" in kinds:
+            raise SimfarmError(
+                f"{persona} gives hindsight feedback on scenario instances, not pairs: run "
+                f"`simfarm hindsight report --annotator {persona} --out DIR`"
+            )
         if both_orders:
             loaded = with_both_orders(loaded)
         options: dict[str, Any] = {}
