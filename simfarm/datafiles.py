@@ -37,7 +37,7 @@ from simfarm.textfiles import (
     open_binary,
     read_text,
 )
-from simfarm.types import PairwiseItem
+from simfarm.types import ChatMessage, PairwiseItem
 
 
 class ModelOutput(BaseModel):
@@ -254,14 +254,23 @@ def load_pairs(
     source: str | Path, policy: BadRecordPolicy = "coerce", warn: bool = True
 ) -> PairsFile:
     """A pairs file: records with ``instruction``, ``output_1``, ``output_2`` (+ optional
-    ``input``, ``generator_1``, ``generator_2``, ``item_id``); other fields are ignored."""
+    ``input``, ``generator_1``, ``generator_2``, ``item_id``, and ``conversation``: the turns
+    before the outputs, ``[{role, content}, ...]`` ending with the user turn they answer,
+    which is then the default ``instruction``); other fields are ignored."""
     label = str(source)
     records = iter_source(source)
     checker = RecordChecker(label, policy)
     pairs: list[PairwiseItem] = []
     for index, record in checker.objects(records):
-        values = {
-            "instruction": checker.text(record, "instruction"),
+        conversation = read_conversation(checker, record)
+        # The last user turn is the default instruction; a record whose turns are malformed
+        # is reported for them alone, not also for a missing instruction.
+        if conversation is not None:
+            default_instruction: str | None = conversation[-1].content
+        else:
+            default_instruction = "" if record.get("conversation") is not None else None
+        values: dict[str, Any] = {
+            "instruction": checker.text(record, "instruction", default=default_instruction),
             "input": checker.text(record, "input", default=""),
             "output_1": checker.text(record, "output_1"),
             "output_2": checker.text(record, "output_2"),
@@ -270,10 +279,59 @@ def load_pairs(
         }
         item_id = record.get("item_id")
         if checker.finish(index) == "keep":
-            pairs.append(PairwiseItem(**values, item_id=None if item_id is None else str(item_id)))
+            pairs.append(
+                PairwiseItem(
+                    **values,
+                    item_id=None if item_id is None else str(item_id),
+                    conversation=conversation,
+                )
+            )
     if warn:
         raise_or_warn(checker.issues, policy, label)
     return PairsFile(source=label, pairs=pairs, issues=checker.issues)
+
+
+_TURN_ROLES = ("system", "user", "assistant")
+
+
+def read_conversation(
+    checker: RecordChecker, record: dict[str, Any], name: str = "conversation"
+) -> list[ChatMessage] | None:
+    """The record's turns (None when it has none); each malformed turn is a problem named
+    by its field (``conversation[2].role``), so the checker's policy decides what happens."""
+    raw = record.get(name)
+    if raw is None:
+        return None
+    if hasattr(raw, "tolist"):  # Parquet list columns come back as numpy arrays
+        raw = raw.tolist()
+    if not isinstance(raw, list) or not raw:
+        checker.fail(name, f"expected a non-empty list of turns {{role, content}}, got {raw!r:.60}")
+        return None
+    turns: list[ChatMessage] = []
+    for position, turn in enumerate(raw):
+        where = f"{name}[{position}]"
+        if not isinstance(turn, dict):
+            checker.fail(where, f"expected an object {{role, content}}, got {type(turn).__name__}")
+            continue
+        extra = sorted(set(turn) - {"role", "content"})
+        if extra:
+            checker.fail(where, f"unknown field(s) {extra}; a turn has only role and content")
+        role, content = turn.get("role"), turn.get("content")
+        if role not in _TURN_ROLES:
+            checker.fail(f"{where}.role", f"expected one of {list(_TURN_ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            checker.fail(f"{where}.content", f"expected text, got {type(content).__name__}")
+        if role in _TURN_ROLES and isinstance(content, str) and not extra:
+            turns.append(ChatMessage(role=role, content=content))
+    if len(turns) != len(raw):
+        return None
+    if turns[-1].role != "user":
+        checker.fail(
+            f"{name}[{len(turns) - 1}].role",
+            f"the last turn must be the user turn the outputs answer, got {turns[-1].role!r}",
+        )
+        return None
+    return turns
 
 
 @dataclass

@@ -176,10 +176,24 @@ class PairwiseItem(Record):
     generator_2: str = "output_2"
     item_id: str | None = None
     """Optional stable id from the source (dataset index, ...)."""
+    conversation: list[ChatMessage] | None = None
+    """Multi-turn context: every turn before the two outputs, in order, ending with the user
+    turn they answer (``instruction`` is then that turn's text). None for single-turn items,
+    which are judged, digested and cached exactly as before the field existed."""
+
+    @field_validator("conversation")
+    @classmethod
+    def _ends_with_user_turn(cls, turns: list[ChatMessage] | None) -> list[ChatMessage] | None:
+        if turns is not None and (not turns or turns[-1].role != "user"):
+            raise ValueError("a conversation must end with the user turn the outputs answer")
+        return turns
 
     def content_digest(self) -> str:
         """Digest of what is judged (not of the generator names): seeds per-item randomness."""
-        return stable_digest([self.instruction, self.input, self.output_1, self.output_2])
+        parts: list[Any] = [self.instruction, self.input, self.output_1, self.output_2]
+        if self.conversation is not None:  # absent: the digest single-turn items always had
+            parts.append([turn.model_dump() for turn in self.conversation])
+        return stable_digest(parts)
 
 
 Preference = float
@@ -197,6 +211,8 @@ class PairwiseAnnotation(Record):
     output_2: str
     generator_2: str
     item_id: str | None = None
+    conversation: list[ChatMessage] | None = None
+    """The item's multi-turn context (see :class:`PairwiseItem`), kept with the verdict."""
     preference: Preference | None = None
     """1 = output_1 wins, 2 = output_2 wins, 1.5 = tie; None when the annotation failed."""
     preference_probability: float | None = None

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from simfarm.annotation.conversation import conversation_values
 from simfarm.annotation.judge import Judge, PlannedRequest, Reading, RunStats
 from simfarm.annotation.likelihood_persona import LikelihoodPersona
 from simfarm.annotation.loader import LoadedPersona
@@ -93,7 +94,8 @@ class LikelihoodJudge(Judge[PairwiseItem, Score, PairwiseAnnotation, AnnotationS
         )
 
     def _context(self, item: PairwiseItem) -> str:
-        values = {"instruction": item.instruction, "input": item.input}
+        # A multi-turn item's earlier turns go where the instruction goes (never dropped).
+        values = {**conversation_values(item, set()), "input": item.input}
         # One pass: text that comes in through a placeholder is never substituted again.
         return re.sub(
             r"\{(instruction|input)\}", lambda m: values[m[1]], self.spec.context_template
@@ -179,6 +181,7 @@ class LikelihoodJudge(Judge[PairwiseItem, Score, PairwiseAnnotation, AnnotationS
             output_2=item.output_2,
             generator_2=item.generator_2,
             item_id=item.item_id,
+            conversation=item.conversation,
             annotator=self.id,
             pool=self.pool,
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
+from simfarm.annotation.conversation import conversation_values
 from simfarm.annotation.judge import Judge, PlannedRequest, Reading, RunStats, seeded_rng
 from simfarm.annotation.loader import LoadedPersona
 from simfarm.annotation.parsers import ParseError
@@ -106,6 +107,7 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
             output_2=item.output_2,
             generator_2=item.generator_2,
             item_id=item.item_id,
+            conversation=item.conversation,
             annotator=self.id,
             pool=self.pool,
         )
@@ -184,7 +186,7 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
             (item.output_2, item.output_1) if swapped else (item.output_1, item.output_2)
         )
         values = {
-            "instruction": item.instruction,
+            **conversation_values(item, self.persona.template.placeholders),
             "input": item.input,
             "output_1": first,
             "output_2": second,

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simfarm.annotation.feedback_specs import CritiquePersona, RatingPersona
 from simfarm.annotation.likelihood_persona import LikelihoodPersona
 from simfarm.annotation.parsers import ParserSpec, RegexParser
 from simfarm.annotation.scenario import HindsightPersona
@@ -150,10 +151,17 @@ class AnnotatorPool(BaseModel):
     """Salt for member assignment (defaults to the pool id)."""
 
 
-PersonaSpec = PairwisePersona | HindsightPersona | LikelihoodPersona
-"""Every kind of single persona (a pool's members are one of these, all of one kind)."""
+PersonaSpec = (
+    PairwisePersona | RatingPersona | CritiquePersona | HindsightPersona | LikelihoodPersona
+)
+"""Any one annotator (not a pool); its ``kind`` picks the judge that applies it."""
 
 AnnotatorSpec = Annotated[
-    PairwisePersona | HindsightPersona | LikelihoodPersona | AnnotatorPool,
+    PairwisePersona
+    | RatingPersona
+    | CritiquePersona
+    | HindsightPersona
+    | LikelihoodPersona
+    | AnnotatorPool,
     Field(discriminator="kind"),
 ]

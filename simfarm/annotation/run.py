@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simfarm.annotation.critique import critique_judge
 from simfarm.annotation.hindsight import HindsightJudge
 from simfarm.annotation.judge import (
     AnyJudge,
@@ -44,6 +45,7 @@ from simfarm.annotation.judge import (
 from simfarm.annotation.likelihood import LikelihoodJudge
 from simfarm.annotation.loader import LoadedPersona, LoadedPool, load_annotator
 from simfarm.annotation.pairwise import AnnotationSummary, PairwiseJudge
+from simfarm.annotation.rating import RatingJudge
 from simfarm.backends.base import BackendSpec
 from simfarm.cache import CompletionCache, cache_key
 from simfarm.errors import ConfigError
@@ -79,6 +81,8 @@ JUDGE_KINDS: dict[str, Callable[[LoadedPersona, str | None], AnyJudge]] = {
     "pairwise": PairwiseJudge,
     "hindsight": HindsightJudge,
     "likelihood": LikelihoodJudge,
+    "rating": RatingJudge,
+    "critique": critique_judge,
 }
 """Persona ``kind`` -> the judge class that applies it (more kinds register here)."""
 
@@ -627,6 +631,13 @@ def annotate_pairs(
     Pass a ``with BackendSession()`` session when calling it repeatedly (one model file
     after another): a local judge then loads once."""
     loaded = load_annotator(persona, annotators_dirs)
+    members = [loaded] if isinstance(loaded, LoadedPersona) else [m for m, _ in loaded.members]
+    for member in members:
+        if member.spec.kind != "pairwise":
+            raise ConfigError(
+                f"{member.path}: {member.spec.id!r} is a {member.spec.kind} persona; judging "
+                "pairs here needs a pairwise one (rate or critique with `simfarm annotate`)"
+            )
     if both_orders:
         loaded = with_both_orders(loaded)
     result = annotate(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -92,9 +92,23 @@ def annotate(
     requests_per_minute: RequestsPerMinuteOption = None,
     tokens_per_minute: TokensPerMinuteOption = None,
 ) -> None:
-    """Annotate pairs with a simulated annotator; writes one JSON object per pair."""
-    from simfarm.annotation import BackendOverrides, load_annotator, with_both_orders
+    """Annotate with a simulated annotator; writes one JSON object per item.
+
+    Pairwise personas and relative critiques judge pairs (--pairs, or --model-outputs with
+    --reference-outputs); rating personas and absolute critiques judge each output of
+    --model-outputs on its own (--reference-outputs then gives their reference answers)."""
+    from simfarm.annotation import (
+        AnnotationSummary,
+        BackendOverrides,
+        load_annotator,
+        with_both_orders,
+    )
     from simfarm.annotation import annotate as run_annotation
+    from simfarm.cli.feedback_inputs import (
+        judges_single_outputs,
+        print_feedback_summary,
+        single_items,
+    )
     from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import (
         check_pairing,
@@ -113,12 +127,36 @@ def annotate(
     try:
         policy = check_policy(on_bad_record)
         issues: list[RecordIssue] = []
-        if pairs is not None:
+        loaded = load_annotator(persona, annotators_dir)
+        kinds = (
+            {loaded.spec.kind}
+            if loaded.spec.kind != "pool"
+            else {
+                member.spec.kind
+                for member, _ in loaded.members  # type: ignore[union-attr]
+            }
+        )
+        if "hindsight" in kinds:
+            raise SimfarmError(
+                f"{persona} gives hindsight feedback on scenario instances, not pairs: run "
+                f"`simfarm hindsight report --annotator {persona} --out DIR`"
+            )
+        items: list[Any]
+        if judges_single_outputs(loaded):
+            if pairs is not None or model_outputs is None:
+                raise SimfarmError(
+                    f"{loaded.spec.id} judges one output at a time: give --model-outputs "
+                    "(and optionally --reference-outputs, as reference answers)"
+                )
+            items, issues = single_items(model_outputs, reference_outputs, policy)
+        elif pairs is not None:
             if model_outputs or reference_outputs:
                 raise SimfarmError("give either --pairs or --model-outputs/--reference-outputs")
             loaded_pairs = load_pairs(pairs, policy, warn=False)
             items, issues = loaded_pairs.pairs, loaded_pairs.issues
-            if not items:
+            if not items:  # every record bad: say which and why before giving up
+                raise_if_error(issues, policy, "the input")
+                print_record_issues(issues, err_console)
                 raise SimfarmError(f"{pairs}: no pairs to annotate")
         elif model_outputs is not None and reference_outputs is not None:
             model_file = load_model_outputs(model_outputs, policy, warn=False)
@@ -143,20 +181,6 @@ def annotate(
         print_record_issues(issues, err_console)
         if limit is not None:
             items = items[:limit]
-        loaded = load_annotator(persona, annotators_dir)
-        kinds = (
-            {loaded.spec.kind}
-            if loaded.spec.kind != "pool"
-            else {
-                member.spec.kind
-                for member, _ in loaded.members  # type: ignore[union-attr]
-            }
-        )
-        if "hindsight" in kinds:
-            raise SimfarmError(
-                f"{persona} gives hindsight feedback on scenario instances, not pairs: run "
-                f"`simfarm hindsight report --annotator {persona} --out DIR`"
-            )
         if both_orders:
             loaded = with_both_orders(loaded)
         options: dict[str, Any] = {}
@@ -185,7 +209,7 @@ def annotate(
             ) as progress,
         ):
             result = run_annotation(
-                items,
+                cast("list[Any]", items),
                 loaded,
                 use_cache=not no_cache,
                 cache_path=cache_path,
@@ -203,8 +227,13 @@ def annotate(
         raise typer.Exit(code=130) from None
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
-    _print_summary(result.summary, out, ray_stats)
-    exit_if_failed([a.failure for a in result.annotations if a.failure], len(result.annotations))
+    if not isinstance(result.summary, AnnotationSummary):
+        print_feedback_summary(result.summary, out)
+    else:
+        _print_summary(result.summary, out, ray_stats)
+    what = "pairs" if isinstance(result.summary, AnnotationSummary) else "items"
+    failures = [a.failure for a in result.annotations if a.failure]
+    exit_if_failed(failures, len(result.annotations), what)
 
 
 def _print_summary(

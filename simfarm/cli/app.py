@@ -22,6 +22,7 @@ from simfarm.cli import (
     correlate,
     evaluate,
     hindsight,
+    pairs_from_ratings,
     personas,
     quickstart,
     run,
@@ -84,6 +85,7 @@ def _options(
 
 # --- the commands, in --help order ---------------------------------------------------------
 app.command("annotate")(annotate.annotate)
+app.command("pairs-from-ratings")(pairs_from_ratings.pairs_from_ratings)
 app.command("evaluate")(evaluate.evaluate)
 app.command("validate")(validate.validate)
 app.command("correlate")(correlate.correlate)

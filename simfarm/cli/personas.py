@@ -65,20 +65,26 @@ def personas_validate(
     ] = None,
     annotators_dir: AnnotatorsDirs = None,
 ) -> None:
-    """Load each persona, pool or scenario as a run would (fields, backend name and options,
-    templates, pool members of one kind, a scenario's outcome function and instances); print
-    every problem with its file, line and field. Exit 2 if any is invalid."""
+    """Load each persona, pool, scenario or rubric as a run would (fields, backend name and
+    options, templates, pool members of one kind, a critique persona's rubric, a scenario's
+    outcome function and instances); print every problem with its file, line and field.
+    Exit 2 if any is invalid."""
     from simfarm.annotation import iter_annotator_files
+    from simfarm.annotation.rubric import RUBRICS_FOLDER, iter_rubric_files, load_rubric
     from simfarm.annotation.scenario import iter_scenario_files
 
     targets = names or [
         *(str(p) for p in iter_annotator_files(annotators_dir)),
         *(str(p) for p in iter_scenario_files(annotators_dir)),
+        *(str(p) for p in iter_rubric_files(annotators_dir)),
     ]
     invalid = 0
     for name in targets:
         try:
-            _validate_one(name, annotators_dir)
+            if Path(name).parent.name == RUBRICS_FOLDER and Path(name).is_file():
+                load_rubric(Path(name))
+            else:
+                _validate_one(name, annotators_dir)
         except SimfarmError as error:
             invalid += 1
             err_console.print(

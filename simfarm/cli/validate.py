@@ -81,6 +81,7 @@ def validate(
     consistency, P(prefer longer), bias/variance, $/1000 and s/1000; Likert correlations.
     """
     from simfarm.cli.progress import runs_progress
+    from simfarm.cli.validate_ratings import is_rating_annotator, validate_rating_annotator
     from simfarm.evaluation.human_sets import find_human_set, load_human_set
     from simfarm.evaluation.io import load_annotation_file, load_rating_scores
     from simfarm.evaluation.run_validation import (
@@ -102,6 +103,26 @@ def validate(
             config, data_root=data_dir, subsets=subset, limit=limit, policy=policy, warn=False
         )
         print_issues(human_set.issues, policy or config.on_bad_record, config.name)
+        if annotator is not None and is_rating_annotator(annotator, annotators_dir):
+            with runs_progress(annotator, annotators_dir, quiet=quiet) as progress:
+                report, rated = validate_rating_annotator(
+                    human_set,
+                    annotator,
+                    annotators_dirs=annotators_dir,
+                    model=model,
+                    base_url=base_url,
+                    use_cache=not no_cache,
+                    progress=progress,
+                )
+            report.provenance = current_provenance(persona_digests([annotator], annotators_dir))
+            paths = write_report(report, out) if out is not None else {}
+            _print_rating(report)
+            for note in report.notes:
+                console.print(f"note: {note}", highlight=False)
+            if paths:
+                console.print(f"written: {paths['markdown']}, {paths['json']}")
+            exit_if_failed([r.failure for r in rated if r.failure], len(rated), "ratings")
+            return
         pairs = pairs_of(human_set)
         notes: list[str] = []
         failures: list[Any] = []
@@ -156,6 +177,17 @@ def validate(
     exit_if_failed(failures, sum(len(sample) for sample in samples_), "judgements")
 
 
+def _print_rating(report: Any) -> None:
+    if report.rating is not None:
+        rating = Table(title=f"Likert correlation ({report.rating.scores_from})")
+        for column in ("aspect", "n", "Spearman", "Kendall", "within context"):
+            rating.add_column(column, justify="left" if column == "aspect" else "right")
+        for a in report.rating.aspects:
+            within = num(a.spearman_within_context, 3)
+            rating.add_row(a.aspect, str(a.n), num(a.spearman, 3), num(a.kendall, 3), within)
+        console.print(rating)
+
+
 def _print_validation(report: Any) -> None:
     columns = {"overall": report.overall}
     if len(report.groups) > 1:
@@ -189,13 +221,6 @@ def _print_validation(report: Any) -> None:
             f"systems: Spearman {num(s.spearman, 3)}, Kendall {num(s.kendall, 3)} between "
             "human and annotator win rates"
         )
-    if report.rating is not None:
-        rating = Table(title=f"Likert correlation ({report.rating.scores_from})")
-        for column in ("aspect", "Spearman", "Kendall", "within context"):
-            rating.add_column(column, justify="left" if column == "aspect" else "right")
-        for a in report.rating.aspects:
-            within = num(a.spearman_within_context, 3)
-            rating.add_row(a.aspect, num(a.spearman, 3), num(a.kendall, 3), within)
-        console.print(rating)
+    _print_rating(report)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)

@@ -15,6 +15,11 @@ onto simfarm's records, so a new set in a known format needs a YAML file and no 
     BIG-bench style ``targets: {choices, labels}`` (HHH alignment on the hub).
 ``likert``
     One record per (context, system) response with human scores per aspect (USR Topical-Chat).
+``transcript``
+    Chosen and rejected transcripts (``"\n\nHuman: ...\n\nAssistant: ..."``, HH-RLHF) that
+    share a conversation and differ in the last assistant turn: the conversation is kept as
+    turns, the outputs are the two last assistant turns; a pair whose conversations differ
+    is reported as a bad record (see :mod:`simfarm.evaluation.transcripts`).
 
 Chosen/rejected formats have no natural order; each pair's order is drawn from a generator
 seeded by the item's content (stable across runs), so "always pick output_1" scores 50%.
@@ -40,10 +45,23 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from simfarm.datafiles import read_records
 from simfarm.errors import ConfigError
+from simfarm.evaluation.transcripts import (
+    TranscriptError,
+    TranscriptMarkers,
+    context_and_response,
+    first_difference,
+    split_transcript,
+)
 from simfarm.paths import data_search_path
-from simfarm.record_checks import BadRecordPolicy, RecordChecker, RecordIssue, raise_or_warn
+from simfarm.record_checks import (
+    BadRecordPolicy,
+    RecordChecker,
+    RecordIssue,
+    is_nan,
+    raise_or_warn,
+)
 from simfarm.textfiles import read_text
-from simfarm.types import PairwiseItem, Record, stable_digest
+from simfarm.types import ChatMessage, PairwiseItem, Record, stable_digest
 
 DATA_DIR_ENV = "SIMFARM_DATA_DIR"
 DEFAULT_DATA_ROOT = Path("..") / "shared" / "data"
@@ -62,6 +80,8 @@ class SubsetSpec(Record):
     """Hugging Face dataset id, loaded with ``datasets`` when the local file is absent."""
     hub_config: str | None = None
     hub_split: str = "test"
+    hub_data_dir: str | None = None
+    """A folder of the hub repository (``datasets.load_dataset(..., data_dir=...)``)."""
     url: str | None = None
     """A raw JSON file to download when neither the local file nor the hub is available."""
     group: str | None = None
@@ -159,12 +179,36 @@ class LikertSetConfig(_SetBase):
     )
 
 
+class TranscriptFields(Record):
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    user_marker: str = "\n\nHuman:"
+    """The text that opens a user turn in the dataset's transcripts."""
+    assistant_marker: str = "\n\nAssistant:"
+
+
+class TranscriptSetConfig(_SetBase):
+    format: Literal["transcript"]
+    fields: TranscriptFields = Field(default_factory=TranscriptFields)
+    label_semantics: str = "the chosen transcript's last assistant turn is better"
+
+
 HumanSetConfig = Annotated[
-    PairwiseSetConfig | PromptPairSetConfig | ChoicesSetConfig | LikertSetConfig,
+    PairwiseSetConfig
+    | PromptPairSetConfig
+    | ChoicesSetConfig
+    | LikertSetConfig
+    | TranscriptSetConfig,
     Field(discriminator="format"),
 ]
 _CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(HumanSetConfig)
-AnySetConfig = PairwiseSetConfig | PromptPairSetConfig | ChoicesSetConfig | LikertSetConfig
+AnySetConfig = (
+    PairwiseSetConfig
+    | PromptPairSetConfig
+    | ChoicesSetConfig
+    | LikertSetConfig
+    | TranscriptSetConfig
+)
 
 
 def read_set_config(path: Path) -> AnySetConfig:
@@ -288,8 +332,11 @@ def _read_subset(spec: SubsetSpec, data_root: Path) -> tuple[str, list[Any]]:
         try:
             import datasets
 
-            loaded = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split)
-            return f"hf:{spec.hub_id}:{spec.hub_config or ''}@{spec.hub_split}", [
+            loaded = datasets.load_dataset(
+                spec.hub_id, spec.hub_config, data_dir=spec.hub_data_dir, split=spec.hub_split
+            )
+            folder = f" data_dir={spec.hub_data_dir}" if spec.hub_data_dir else ""
+            return f"hf:{spec.hub_id}:{spec.hub_config or ''}@{spec.hub_split}{folder}", [
                 dict(r) for r in loaded
             ]
         except Exception as error:  # network, auth, unknown repo: reported with the others
@@ -317,14 +364,24 @@ def _ordered(rng_parts: list[str], first: str, second: str) -> tuple[str, str, f
 
 
 def _gold_pair(
-    item_id: str, instruction: str, better: str, worse: str, subset: str, group: str | None
+    item_id: str,
+    instruction: str,
+    better: str,
+    worse: str,
+    subset: str,
+    group: str | None,
+    conversation: list[ChatMessage] | None = None,
 ) -> HumanPairwiseItem:
     """A pair with one gold label, the better response placed by a content-seeded coin flip
     (so "output_1 wins" carries no information about which slot is right)."""
     output_1, output_2, label = _ordered([item_id, instruction], better, worse)
     return HumanPairwiseItem(
         item=PairwiseItem(
-            instruction=instruction, output_1=output_1, output_2=output_2, item_id=item_id
+            instruction=instruction,
+            output_1=output_1,
+            output_2=output_2,
+            item_id=item_id,
+            conversation=conversation,
         ),
         human=[label],
         subset=subset,
@@ -420,6 +477,43 @@ def _parse_prompt_pair(
         assert inst_c is not None and resp_c is not None and resp_r is not None
         item_id = f"{config.name}/{spec.name}/{index}"
         out.append(_gold_pair(item_id, inst_c, resp_c, resp_r, subset, group))
+    return out
+
+
+def _parse_transcript(
+    config: TranscriptSetConfig,
+    spec: SubsetSpec,
+    records: list[Any],
+    checker: RecordChecker,
+) -> list[HumanPairwiseItem]:
+    f = config.fields
+    markers = TranscriptMarkers(user=f.user_marker, assistant=f.assistant_marker)
+    out: list[HumanPairwiseItem] = []
+    for index, record in checker.objects(records):
+        sides: dict[str, tuple[list[ChatMessage], str]] = {}
+        for name in (f.chosen, f.rejected):
+            raw, text = record.get(name), checker.text(record, name)
+            if not isinstance(raw, str | bool | int | float) or is_nan(raw):
+                continue  # missing, or not text: reported by checker.text, record skipped
+            try:
+                sides[name] = context_and_response(split_transcript(text, markers))
+            except TranscriptError as error:
+                checker.fail(name, str(error))
+        if len(sides) == 2:
+            (context, better), (other, worse) = sides[f.chosen], sides[f.rejected]
+            difference = first_difference(context, other)
+            if difference is not None:
+                checker.fail(f.rejected, f"its conversation differs from chosen's: {difference}")
+            elif better == worse:
+                checker.fail(f.rejected, "its last assistant turn is the chosen one's")
+        if checker.finish(index) != "keep":
+            continue
+        context, better = sides[f.chosen]
+        item_id = f"{config.name}/{spec.name}/{index}"
+        worse = sides[f.rejected][1]
+        out.append(
+            _gold_pair(item_id, context[-1].content, better, worse, spec.name, spec.group, context)
+        )
     return out
 
 
@@ -533,6 +627,8 @@ def load_human_set(
             result.pairs += _parse_prompt_pair(config, spec, records, checker)
         elif isinstance(config, ChoicesSetConfig):
             result.pairs += _parse_choices(config, spec, records, checker)
+        elif isinstance(config, TranscriptSetConfig):
+            result.pairs += _parse_transcript(config, spec, records, checker)
         else:
             ratings = _parse_likert(config, spec, records, checker)
             if limit is not None:

@@ -31,7 +31,7 @@ from simfarm.evaluation.validation import (
     round_robin_scores,
     system_ranking,
 )
-from simfarm.types import Failure, PairwiseAnnotation, PairwiseItem
+from simfarm.types import Failure, PairwiseAnnotation, PairwiseItem, canonical_json
 
 if TYPE_CHECKING:
     from simfarm.annotation.run import ProgressCallback
@@ -88,7 +88,12 @@ def run_annotator(
 
 
 def _content(item: PairwiseItem | PairwiseAnnotation) -> tuple[str, str, str, str]:
-    return (item.instruction, item.input, item.output_1, item.output_2)
+    """What a judgement is matched on; a multi-turn item's context is its whole conversation,
+    so pairs that end alike but differ in an earlier turn are told apart."""
+    context = item.instruction
+    if item.conversation is not None:
+        context = canonical_json([context, [turn.model_dump() for turn in item.conversation]])
+    return (context, item.input, item.output_1, item.output_2)
 
 
 def align_annotations(

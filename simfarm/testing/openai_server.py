@@ -18,6 +18,14 @@ bundled pairwise templates) and prefers the longer one (``--policy longest``), t
 ``m`` (first output wins) or ``M`` with top logprobs for both, like AlpacaEval 2.0's judge.
 A completions request with ``echo`` and ``max_tokens: 0`` (scoring a text, as likelihood
 annotators do) gets the prompt's tokens back with deterministic, context-dependent logprobs.
+
+Scripted answers (``--script FILE``, a JSON list of ``{"match": regex, "replies": [text,
+...]}``): a prompt matching a rule's regex is answered with its replies in turn, per distinct
+prompt (the first request of a prompt gets the first reply, a re-send the next, the last
+repeats), so a test can script a rating judge's out-of-range answer and then a good one. With
+``logprobs`` asked for, a scripted reply comes back as word, number and punctuation tokens;
+each number token ``n`` carries top logprobs ``n: log .6, n-1: log .25, n+1: log .15`` (a
+score-token distribution whose expectation is ``n - 0.1``).
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ class ServerConfig:
     retry_after: str = "0.05"
     """``Retry-After`` sent with 429s: seconds, or ``date`` for an HTTP date (the outage's
     end, rounded up to the next whole second as HTTP dates are)."""
+    script: list[dict[str, Any]] = field(default_factory=list)
+    """Scripted answers: ``{"match": regex, "replies": [text, ...]}`` rules, first match wins."""
 
 
 _MAX_RECORDED = 500
@@ -87,6 +97,24 @@ class ServerStats:
     recorded: list[dict[str, Any]] = field(default_factory=list)
     """``messages``/``prompt`` of the first requests, as the server received them."""
     first_request_at: float | None = None
+
+
+_SCRIPT_TOKENS = re.compile(r"\d+|[^\W\d_]+|\s+|.", re.S)
+
+
+def _scripted_logprobs(text: str) -> list[tuple[str, float, dict[str, float]]]:
+    """(token, logprob, top logprobs) per token of a scripted reply (see the module doc)."""
+    out: list[tuple[str, float, dict[str, float]]] = []
+    for token in _SCRIPT_TOKENS.findall(text):
+        if token.isdigit():
+            value = int(token)
+            tops = {token: math.log(0.6), str(value + 1): math.log(0.15)}
+            if value > 0:
+                tops[str(value - 1)] = math.log(0.25)
+            out.append((token, tops[token], tops))
+        else:
+            out.append((token, 0.0, {token: 0.0}))
+    return out
 
 
 def _prompt_text(body: dict[str, Any]) -> str:
@@ -217,6 +245,9 @@ class FakeOpenAIServer:
             return self._echo(body, prompt)
         first_wins = self._verdict_first_wins(prompt)
         wants_logprobs = bool(body.get("logprobs"))
+        scripted = self._scripted(prompt)
+        if scripted is not None and fault != "garbled":
+            return self._answer_scripted(body, chat, prompt, scripted, wants_logprobs)
         if fault == "garbled":
             text, token = "I cannot decide ¯\\_(ツ)_/¯ lorem ipsum", "I"
             tops = {"I": -0.1, "The": -2.5}
@@ -314,6 +345,68 @@ class FakeOpenAIServer:
         }
         return web.json_response(answer)
 
+    def _scripted(self, prompt: str) -> str | None:
+        """The scripted reply for this request of ``prompt``, if a rule matches."""
+        for rule in self.config.script:
+            if re.search(str(rule["match"]), prompt, re.S):
+                replies = [str(r) for r in rule["replies"]]
+                nth = self.stats.prompts.get(prompt, 1) - 1
+                return replies[min(nth, len(replies) - 1)]
+        return None
+
+    def _answer_scripted(
+        self, body: dict[str, Any], chat: bool, prompt: str, text: str, wants_logprobs: bool
+    ) -> web.Response:
+        self.stats.completed += 1
+        tokens = _scripted_logprobs(text) if wants_logprobs else []
+        n_top = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
+
+        def top(tops: dict[str, float]) -> list[tuple[str, float]]:
+            return sorted(tops.items(), key=lambda kv: -kv[1])[: max(n_top, 1)]
+
+        choice: dict[str, Any]
+        if chat:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+            if wants_logprobs:
+                choice["logprobs"] = {
+                    "content": [
+                        {
+                            "token": t,
+                            "logprob": lp,
+                            "top_logprobs": [{"token": a, "logprob": b} for a, b in top(tops)],
+                        }
+                        for t, lp, tops in tokens
+                    ]
+                }
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+            if wants_logprobs:
+                choice["logprobs"] = {
+                    "tokens": [t for t, _, _ in tokens],
+                    "token_logprobs": [lp for _, lp, _ in tokens],
+                    "top_logprobs": [dict(top(tops)) for _, _, tops in tokens],
+                }
+        prompt_tokens, completion_tokens = max(1, len(prompt) // 4), max(1, len(text) // 4)
+        return web.json_response(
+            {
+                "id": f"fake-{self.stats.requests}",
+                "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model", "fake"),
+                "choices": [choice],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
     async def _chat(self, request: web.Request) -> web.Response:
         return await self._handle(request, chat=True)
 
@@ -349,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate-limit-for", type=float, default=0.0)
     parser.add_argument("--retry-after", default="0.05")
+    parser.add_argument("--script", default=None, help="JSON file of scripted answers.")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the fake server only listens on loopback")
@@ -361,8 +455,19 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         rate_limit_for_s=args.rate_limit_for,
         retry_after=args.retry_after,
+        script=_read_script(args.script) if args.script else [],
     )
     asyncio.run(_serve(config, args.host, args.port))
+
+
+def _read_script(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        rules = json.load(handle)
+    if not isinstance(rules, list) or not all(
+        isinstance(r, dict) and "match" in r and r.get("replies") for r in rules
+    ):
+        raise SystemExit(f"{path}: expected a list of {{match, replies}} rules")
+    return rules
 
 
 @dataclass
@@ -415,11 +520,13 @@ def start_server(
     port: int = 0,
     rate_limit_for_s: float = 0.0,
     retry_after: str = "0.05",
+    script: str | None = None,
 ) -> RunningServer:
     """Start the fake server in a child process on 127.0.0.1 and wait until it listens.
 
     ``port=0`` picks a free port; pass a previous server's port to restart "the same"
-    server (same base URL, so the same cache keys)."""
+    server (same base URL, so the same cache keys). ``script``: a scripted-answers file
+    (see the module docstring)."""
     command = [
         sys.executable,
         "-m",
@@ -442,6 +549,7 @@ def start_server(
         str(rate_limit_for_s),
         "--retry-after",
         retry_after,
+        *(["--script", script] if script else []),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
