@@ -86,6 +86,9 @@ JUDGE_KINDS: dict[str, Callable[[LoadedPersona, str | None], AnyJudge]] = {
 }
 """Persona ``kind`` -> the judge class that applies it (more kinds register here)."""
 
+PAIR_JUDGING_KINDS = frozenset({"pairwise", "likelihood"})
+"""Kinds whose records are pairwise annotations (what evaluate and validate read)."""
+
 
 @dataclass
 class AnnotationResult(Generic[RecordT, SummaryT]):
@@ -633,7 +636,7 @@ def annotate_pairs(
     loaded = load_annotator(persona, annotators_dirs)
     members = [loaded] if isinstance(loaded, LoadedPersona) else [m for m, _ in loaded.members]
     for member in members:
-        if member.spec.kind != "pairwise":
+        if member.spec.kind not in PAIR_JUDGING_KINDS:
             raise ConfigError(
                 f"{member.path}: {member.spec.id!r} is a {member.spec.kind} persona; judging "
                 "pairs here needs a pairwise one (rate or critique with `simfarm annotate`)"
@@ -656,6 +659,8 @@ def with_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | Load
     """The same persona (or every pool member) judging each pair in both orders."""
 
     def both(persona: LoadedPersona) -> LoadedPersona:
+        if persona.spec.kind != "pairwise":  # e.g. likelihood: no shown order to swap
+            return persona
         spec = persona.spec.model_copy(update={"both_orders": True})
         return LoadedPersona(spec=spec, template=persona.template, path=persona.path)
 

@@ -147,3 +147,24 @@ def test_likelihood_personas_on_the_embedded_model(tmp_path: Path, name: str) ->
     again = annotate(pairs, name, cache_path=cache)
     assert again.summary.requests_sent == 0
     assert [a.preference for a in again.annotations] == [a.preference for a in first.annotations]
+
+
+def test_validate_runs_a_likelihood_persona_against_human_labels(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from simfarm.cli import app
+
+    with start_server() as server:
+        name = persona(tmp_path, server, "follow_up")
+        args = ["validate", "--annotator", name, "--set", "pandalm", "--limit", "6"]
+        args += ["--data-dir", str(shared_data), "--out", str(tmp_path / "report"), "--quiet"]
+        result = CliRunner().invoke(app, args)
+        sent = server.stats()["requests"]
+    assert result.exit_code == 0, result.output
+    import json
+
+    overall = json.loads((tmp_path / "report" / "report.json").read_text())["overall"]
+    assert overall["n_items"] == 6 and overall["n_failed"] == 0
+    assert 0 < sent <= 24  # at most 4 scored texts per pair, one order (nothing to swap)
