@@ -8,14 +8,15 @@ field, e.g. ``annotators/x.yaml: decoding.temperature: Input should be a valid n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PersonaSpec
+from simfarm.annotation.persona import AnnotatorPool, AnnotatorSpec, PersonaSpec, PoolMember
+from simfarm.annotation.scenario import format_yaml_error
 from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
@@ -66,9 +67,10 @@ def iter_annotator_files(dirs: list[Path] | None = None) -> list[Path]:
 
 
 def read_spec(path: Path) -> PersonaSpec | AnnotatorPool:
-    """Parse and validate one file; every problem is reported with file and field."""
+    """Parse and validate one file; every problem is reported with file, line and field."""
+    text = read_text(path)
     try:
-        raw: Any = yaml.safe_load(read_text(path))
+        raw: Any = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read YAML: {error}") from error
     if not isinstance(raw, dict):
@@ -78,26 +80,21 @@ def read_spec(path: Path) -> PersonaSpec | AnnotatorPool:
     try:
         return _SPEC_ADAPTER.validate_python(raw)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(path, error)) from None
-
-
-def _format_validation_error(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid annotator definition"]
-    for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"][1:] or item["loc"])
-        lines.append(f"  {loc or '<root>'}: {item['msg']}")
-    return "\n".join(lines)
+        raise ConfigError(
+            format_yaml_error(path, text, error, "invalid annotator definition", union=True)
+        ) from None
 
 
 def load_persona_file(path: Path, spec: PersonaSpec | None = None) -> LoadedPersona:
     spec = spec or _expect_persona(path, read_spec(path))
     template = None
-    if spec.prompt_template is not None:
-        template = PromptTemplate.from_file(_find_template(path, spec.prompt_template))
+    prompt_template = getattr(spec, "prompt_template", None)
+    if prompt_template is not None:
+        template = PromptTemplate.from_file(find_template(path, prompt_template))
     return LoadedPersona(spec=spec, template=template, path=path)
 
 
-def _find_template(persona_path: Path, name: str) -> Path:
+def find_template(persona_path: Path, name: str) -> Path:
     """A template next to the persona file first, then in the annotator folders, so a
     user's persona can reuse a bundled template by its relative name
     (``prompts/alpaca_farm_pairwise.txt``)."""
@@ -133,8 +130,33 @@ def load_annotator(name: str, dirs: list[Path] | None = None) -> LoadedPersona |
             raise ConfigError(f"{path}: members.{index}.persona: {error}") from None
         if not isinstance(loaded, LoadedPersona):
             raise ConfigError(f"{path}: members.{index}.persona: pools cannot be nested")
-        members.append((loaded, member.weight))
+        members.append((_with_member_knobs(path, index, loaded, member), member.weight))
     return LoadedPool(spec=spec, members=members, path=path)
+
+
+def _with_member_knobs(
+    path: Path, index: int, persona: LoadedPersona, member: PoolMember
+) -> LoadedPersona:
+    """The member's persona with the pool's per-member knobs (temperature, noise, biases)."""
+    update: dict[str, Any] = {}
+    for name, value in member.knobs().items():
+        if name not in type(persona.spec).model_fields:
+            raise ConfigError(
+                f"{path}: members.{index}.{name}: a {persona.spec.kind} persona has no {name}"
+            )
+        update[name] = value
+    if member.temperature is not None:
+        decoding = getattr(persona.spec, "decoding", None)
+        if decoding is None:
+            raise ConfigError(
+                f"{path}: members.{index}.temperature: persona {persona.spec.id!r} "
+                "samples nothing (it has no decoding)"
+            )
+        update["decoding"] = decoding.model_copy(update={"temperature": member.temperature})
+    if not update:
+        return persona
+    spec = type(persona.spec).model_validate({**persona.spec.model_dump(), **update})
+    return replace(persona, spec=spec)
 
 
 def annotator_json_schema() -> dict[str, Any]:

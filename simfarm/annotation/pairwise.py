@@ -126,6 +126,9 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
                 annotation.preference = float(rng.choice((1, 2)))
                 annotation.raw_completion = "<label noise: fair coin>"
                 return annotation
+        biased = self._biased(item)
+        if biased is not None:
+            return biased
         if self.spec.rule is not None:
             annotation = self.base_annotation(item)
             len_1, len_2 = len(item.output_1), len(item.output_2)
@@ -137,6 +140,29 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
             else:
                 annotation.preference = 1.0
             return annotation
+        return None
+
+    def _biased(self, item: PairwiseItem) -> PairwiseAnnotation | None:
+        """The annotation a bias knob forces (position, then length), else None.
+
+        Each knob has its own seeded draw over the item's content and the persona id, so
+        turning one on never moves another's draws, and reruns make the same choices."""
+        if self.spec.position_bias > 0:
+            rng = seeded_rng("position_bias", self.id, item.content_digest())
+            if rng.random() < self.spec.position_bias:
+                swapped = self.orders(item)[0]
+                annotation = self.base_annotation(item)
+                annotation.swapped = swapped
+                annotation.preference = unswap(1.0, swapped)
+                annotation.raw_completion = "<position bias: first shown>"
+                return annotation
+        if self.spec.length_bias > 0 and len(item.output_1) != len(item.output_2):
+            rng = seeded_rng("length_bias", self.id, item.content_digest())
+            if rng.random() < self.spec.length_bias:
+                annotation = self.base_annotation(item)
+                annotation.preference = 2.0 if len(item.output_2) > len(item.output_1) else 1.0
+                annotation.raw_completion = "<length bias: longer>"
+                return annotation
         return None
 
     def plan(self, item: PairwiseItem) -> list[PlannedRequest]:

@@ -18,7 +18,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simfarm.annotation.feedback_specs import CritiquePersona, RatingPersona
+from simfarm.annotation.likelihood_persona import LikelihoodPersona
 from simfarm.annotation.parsers import ParserSpec, RegexParser
+from simfarm.annotation.scenario import HindsightPersona
 from simfarm.backends.base import BackendSpec
 from simfarm.types import DecodingParams
 
@@ -79,6 +81,15 @@ class PairwisePersona(BaseModel):
     """AlpacaFarm's ``p_label_flip``: with probability ``2 * label_noise`` the label is a fair
     coin (so ``label_noise`` of labels end flipped). Drawn before any request, so noised items
     cost nothing. For training feedback; leave 0 for evaluation."""
+    position_bias: float = Field(0.0, ge=0.0, le=1.0)
+    """Forced first-slot rate: with this probability the persona picks whichever output it
+    is shown first (the order drawn as for ``randomize_order``), without reading either.
+    Drawn (seeded by the item's content) before any request, after ``label_noise``, so
+    biased items cost nothing. Models a crowd worker who clicks the first option."""
+    length_bias: float = Field(0.0, ge=0.0, le=1.0)
+    """Tilt towards the longer output: with this probability the persona picks the longer
+    one (equal lengths: no tilt), without reading either. Drawn like ``position_bias``,
+    after it; biased items cost nothing."""
 
     @field_validator("backend")
     @classmethod
@@ -108,6 +119,23 @@ class PoolMember(BaseModel):
     persona: str
     """Persona id (or a path to a persona file)."""
     weight: float = Field(1.0, gt=0)
+    temperature: float | None = Field(None, ge=0.0)
+    """This member's sampling temperature (``decoding.temperature``); None: the persona's."""
+    label_noise: float | None = Field(None, ge=0.0, le=0.5)
+    """This member's ``label_noise``; None: the persona's."""
+    position_bias: float | None = Field(None, ge=0.0, le=1.0)
+    """This member's ``position_bias``; None: the persona's."""
+    length_bias: float | None = Field(None, ge=0.0, le=1.0)
+    """This member's ``length_bias``; None: the persona's."""
+
+    def knobs(self) -> dict[str, float]:
+        """The bias and noise knobs this member sets (not ``temperature``)."""
+        knobs = {
+            "label_noise": self.label_noise,
+            "position_bias": self.position_bias,
+            "length_bias": self.length_bias,
+        }
+        return {name: value for name, value in knobs.items() if value is not None}
 
 
 class AnnotatorPool(BaseModel):
@@ -123,9 +151,17 @@ class AnnotatorPool(BaseModel):
     """Salt for member assignment (defaults to the pool id)."""
 
 
-PersonaSpec = PairwisePersona | RatingPersona | CritiquePersona
+PersonaSpec = (
+    PairwisePersona | RatingPersona | CritiquePersona | HindsightPersona | LikelihoodPersona
+)
 """Any one annotator (not a pool); its ``kind`` picks the judge that applies it."""
 
 AnnotatorSpec = Annotated[
-    PairwisePersona | RatingPersona | CritiquePersona | AnnotatorPool, Field(discriminator="kind")
+    PairwisePersona
+    | RatingPersona
+    | CritiquePersona
+    | HindsightPersona
+    | LikelihoodPersona
+    | AnnotatorPool,
+    Field(discriminator="kind"),
 ]

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field
 
 from simfarm.annotation.critique import critique_judge
+from simfarm.annotation.hindsight import HindsightJudge
 from simfarm.annotation.judge import (
     AnyJudge,
     ItemT,
@@ -41,6 +42,7 @@ from simfarm.annotation.judge import (
     RunStats,
     SummaryT,
 )
+from simfarm.annotation.likelihood import LikelihoodJudge
 from simfarm.annotation.loader import LoadedPersona, LoadedPool, load_annotator
 from simfarm.annotation.pairwise import AnnotationSummary, PairwiseJudge
 from simfarm.annotation.rating import RatingJudge
@@ -77,10 +79,15 @@ T = TypeVar("T")
 
 JUDGE_KINDS: dict[str, Callable[[LoadedPersona, str | None], AnyJudge]] = {
     "pairwise": PairwiseJudge,
+    "hindsight": HindsightJudge,
+    "likelihood": LikelihoodJudge,
     "rating": RatingJudge,
     "critique": critique_judge,
 }
 """Persona ``kind`` -> the judge class that applies it (more kinds register here)."""
+
+PAIR_JUDGING_KINDS = frozenset({"pairwise", "likelihood"})
+"""Kinds whose records are pairwise annotations (what evaluate and validate read)."""
 
 
 @dataclass
@@ -629,7 +636,7 @@ def annotate_pairs(
     loaded = load_annotator(persona, annotators_dirs)
     members = [loaded] if isinstance(loaded, LoadedPersona) else [m for m, _ in loaded.members]
     for member in members:
-        if member.spec.kind != "pairwise":
+        if member.spec.kind not in PAIR_JUDGING_KINDS:
             raise ConfigError(
                 f"{member.path}: {member.spec.id!r} is a {member.spec.kind} persona; judging "
                 "pairs here needs a pairwise one (rate or critique with `simfarm annotate`)"
@@ -652,6 +659,8 @@ def with_both_orders(loaded: LoadedPersona | LoadedPool) -> LoadedPersona | Load
     """The same persona (or every pool member) judging each pair in both orders."""
 
     def both(persona: LoadedPersona) -> LoadedPersona:
+        if persona.spec.kind != "pairwise":  # e.g. likelihood: no shown order to swap
+            return persona
         spec = persona.spec.model_copy(update={"both_orders": True})
         return LoadedPersona(spec=spec, template=persona.template, path=persona.path)
 

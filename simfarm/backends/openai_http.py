@@ -267,6 +267,10 @@ class OpenAIHTTPBackend(Backend):
             body["prompt"] = request.prompt
             if params.logprobs:
                 body["logprobs"] = params.top_logprobs or 1
+                if params.max_tokens == 0:
+                    # A scoring request: the log-probability of the prompt's own tokens
+                    # (OpenAI's legacy `echo`; vLLM and others accept it too).
+                    body["echo"] = True
         body.update(self.options.extra_body)
         return path, body
 

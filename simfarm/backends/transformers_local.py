@@ -31,7 +31,7 @@ from simfarm.backends.local_decoder import BatchDecoder, DecodeRow, LoadedModel
 from simfarm.backends.local_prompt import render_prompt
 from simfarm.backends.model_digest import local_model_identity
 from simfarm.errors import BackendError, ConfigError, MissingExtraError
-from simfarm.types import Completion, CompletionRequest
+from simfarm.types import Completion, CompletionRequest, DecodingParams, TokenLogprob
 
 logger = logging.getLogger(__name__)
 
@@ -336,5 +336,56 @@ class TransformersBackend(LocalBatchedBackend[DecodeRow]):
     def _run_batch(self, batch: list[DecodeRow]) -> list[Completion]:
         self._ensure_loaded()
         assert self._decoder is not None
+        scoring = [row for row in batch if is_scoring(row.params)]
+        if len(scoring) == len(batch):
+            return self._score(batch)
+        if scoring:
+            # Rare (a judge asks one kind of request): score and decode apart, in order.
+            scored = iter(self._score(scoring))
+            decoding = [row for row in batch if not is_scoring(row.params)]
+            decoded = iter(self._run_batch(decoding))
+            return [next(scored) if is_scoring(r.params) else next(decoded) for r in batch]
         self._decoder.decode(batch)
         return [self._decoder.completion(row) for row in batch]
+
+    def _score(self, batch: list[DecodeRow]) -> list[Completion]:
+        """The log-probability of each prompt token given the ones before it (the first
+        token, which nothing precedes, gets 0), like OpenAI's ``echo`` with
+        ``max_tokens: 0``: one forward pass over the right-padded batch."""
+        loaded = self._loaded
+        assert loaded is not None and self._decoder is not None
+        torch, _ = import_local_stack(f"the {self.name!r} backend")
+        width = max(len(row.input_ids) for row in batch)
+        ids = torch.full((len(batch), width), loaded.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for index, row in enumerate(batch):
+            ids[index, : len(row.input_ids)] = torch.tensor(row.input_ids)
+            mask[index, : len(row.input_ids)] = 1
+        ids, mask = ids.to(loaded.device), mask.to(loaded.device)
+        with torch.no_grad():
+            logits = loaded.model(input_ids=ids, attention_mask=mask).logits.float()
+        chosen = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+        completions = []
+        for index, row in enumerate(batch):
+            values = [0.0, *chosen[index, : len(row.input_ids) - 1].tolist()]
+            logprobs = [
+                TokenLogprob(token=self._decoder.token_str(token), logprob=value)
+                for token, value in zip(row.input_ids, values, strict=True)
+            ]
+            completions.append(
+                Completion(
+                    text="",
+                    logprobs=logprobs,
+                    prompt_tokens=len(row.input_ids),
+                    completion_tokens=0,
+                    cost_usd=0.0,
+                    finish_reason="length",
+                )
+            )
+        return completions
+
+
+def is_scoring(params: DecodingParams) -> bool:
+    """A request for the prompt's own token log-probabilities (``max_tokens: 0`` with
+    ``logprobs``), not for new tokens."""
+    return params.max_tokens == 0 and params.logprobs

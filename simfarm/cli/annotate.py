@@ -128,6 +128,19 @@ def annotate(
         policy = check_policy(on_bad_record)
         issues: list[RecordIssue] = []
         loaded = load_annotator(persona, annotators_dir)
+        kinds = (
+            {loaded.spec.kind}
+            if loaded.spec.kind != "pool"
+            else {
+                member.spec.kind
+                for member, _ in loaded.members  # type: ignore[union-attr]
+            }
+        )
+        if "hindsight" in kinds:
+            raise SimfarmError(
+                f"{persona} gives hindsight feedback on scenario instances, not pairs: run "
+                f"`simfarm hindsight report --annotator {persona} --out DIR`"
+            )
         items: list[Any]
         if judges_single_outputs(loaded):
             if pairs is not None or model_outputs is None:

@@ -21,6 +21,7 @@ from simfarm.cli import (
     cache,
     correlate,
     evaluate,
+    hindsight,
     pairs_from_ratings,
     personas,
     quickstart,
@@ -94,6 +95,7 @@ app.command("quickstart")(quickstart.quickstart)
 app.command("train")(train.train)
 app.command("run")(run.run)
 app.add_typer(personas.app, name="personas")
+app.add_typer(hindsight.app, name="hindsight")
 app.add_typer(cache.app, name="cache")
 
 

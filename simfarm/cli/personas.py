@@ -58,19 +58,25 @@ def personas_show(name: str, annotators_dir: AnnotatorsDirs = None) -> None:
 def personas_validate(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Persona/pool ids or YAML files (default: all on the search path)."),
+        typer.Argument(
+            help="Persona/pool ids, scenario ids or YAML files (default: every persona, pool "
+            "and scenario on the search path)."
+        ),
     ] = None,
     annotators_dir: AnnotatorsDirs = None,
 ) -> None:
-    """Load each persona or pool as a run would (fields, backend name and options, template,
-    pool members, a critique persona's rubric) and each rubric file (``rubrics/*.yaml``);
-    print every problem with its file, field (and line, for rubrics). Exit 2 if any is
-    invalid."""
-    from simfarm.annotation import iter_annotator_files, judges_for, load_annotator
+    """Load each persona, pool, scenario or rubric as a run would (fields, backend name and
+    options, templates, pool members of one kind, a critique persona's rubric, a scenario's
+    outcome function and instances); print every problem with its file, line and field.
+    Exit 2 if any is invalid."""
+    from simfarm.annotation import iter_annotator_files
     from simfarm.annotation.rubric import RUBRICS_FOLDER, iter_rubric_files, load_rubric
+    from simfarm.annotation.scenario import iter_scenario_files
 
     targets = names or [
-        str(p) for p in [*iter_annotator_files(annotators_dir), *iter_rubric_files(annotators_dir)]
+        *(str(p) for p in iter_annotator_files(annotators_dir)),
+        *(str(p) for p in iter_scenario_files(annotators_dir)),
+        *(str(p) for p in iter_rubric_files(annotators_dir)),
     ]
     invalid = 0
     for name in targets:
@@ -78,7 +84,7 @@ def personas_validate(
             if Path(name).parent.name == RUBRICS_FOLDER and Path(name).is_file():
                 load_rubric(Path(name))
             else:
-                judges_for(load_annotator(name, annotators_dir))
+                _validate_one(name, annotators_dir)
         except SimfarmError as error:
             invalid += 1
             err_console.print(
@@ -89,6 +95,32 @@ def personas_validate(
     if invalid:
         err_console.print(f"{invalid} of {len(targets)} invalid")
         raise typer.Exit(2)
+
+
+def _validate_one(name: str, annotators_dir: list[Path] | None) -> None:
+    """A scenario file (in a ``scenarios`` folder, or an id found only there) is loaded
+    with its instances; anything else as a persona or pool, built into its judges."""
+    from simfarm.annotation import judges_for, load_annotator
+    from simfarm.annotation.loader import find_annotator_file
+    from simfarm.annotation.scenario import find_scenario_file, load_scenario
+    from simfarm.errors import ConfigError
+
+    path = Path(name)
+    is_file = path.suffix in (".yaml", ".yml") and path.is_file()
+    is_scenario = is_file and path.resolve().parent.name == "scenarios"
+    if not is_file:
+        try:
+            find_annotator_file(name, annotators_dir)
+        except ConfigError:
+            try:
+                find_scenario_file(name, annotators_dir)
+            except ConfigError:
+                raise ConfigError(f"no persona, pool or scenario named {name!r}") from None
+            is_scenario = True
+    if is_scenario:
+        load_scenario(name, annotators_dir).load_instances()
+        return
+    judges_for(load_annotator(name, annotators_dir))
 
 
 @app.command("schema")

@@ -16,6 +16,8 @@ Judging rule: the server finds the two candidate outputs in the prompt (the layo
 bundled pairwise templates) and prefers the longer one (``--policy longest``), the first
 (``first``) or a seeded coin (``random``). With ``logprobs`` asked for, it answers one token
 ``m`` (first output wins) or ``M`` with top logprobs for both, like AlpacaEval 2.0's judge.
+A completions request with ``echo`` and ``max_tokens: 0`` (scoring a text, as likelihood
+annotators do) gets the prompt's tokens back with deterministic, context-dependent logprobs.
 
 Scripted answers (``--script FILE``, a JSON list of ``{"match": regex, "replies": [text,
 ...]}``): a prompt matching a rule's regex is answered with its replies in turn, per distinct
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import email.utils
+import hashlib
 import json
 import math
 import random
@@ -118,6 +121,19 @@ def _prompt_text(body: dict[str, Any]) -> str:
     if "messages" in body:
         return "\n".join(str(m.get("content", "")) for m in body["messages"])
     return str(body.get("prompt", ""))
+
+
+def echo_logprobs(prompt: str) -> tuple[list[str], list[float | None]]:
+    """The fake language model: ``prompt``'s tokens (words with their leading whitespace)
+    and each one's log-probability, which depends on the token and everything before it;
+    the first is ``None`` (nothing precedes it), as OpenAI's ``echo`` sends it."""
+    tokens = re.findall(r"\s*\S+|\s+", prompt) or [""]
+    logprobs: list[float | None] = [None]
+    state = hashlib.sha256(tokens[0].encode()).digest()
+    for token in tokens[1:]:
+        state = hashlib.sha256(state + token.encode()).digest()  # the whole prefix
+        logprobs.append(-0.05 - int.from_bytes(state[:2], "big") % 400 / 100)
+    return tokens, logprobs
 
 
 class FakeOpenAIServer:
@@ -225,6 +241,8 @@ class FakeOpenAIServer:
             return web.json_response({"error": {"message": message}}, status=404)
         if fault == "timeout":
             await asyncio.sleep(self.config.timeout_sleep_s)
+        if not chat and body.get("echo") and body.get("max_tokens") == 0:
+            return self._echo(body, prompt)
         first_wins = self._verdict_first_wins(prompt)
         wants_logprobs = bool(body.get("logprobs"))
         scripted = self._scripted(prompt)
@@ -291,6 +309,40 @@ class FakeOpenAIServer:
         if fault == "bad_utf8":  # a paid answer whose body is not valid UTF-8
             payload = json.dumps(answer).encode().replace(_BAD_UTF8_MARK.encode(), b"\xe9\xff")
             return web.Response(body=payload, content_type="application/json")
+        return web.json_response(answer)
+
+    def _echo(self, body: dict[str, Any], prompt: str) -> web.Response:
+        """A scoring answer (legacy completions, ``echo`` with ``max_tokens: 0``): the prompt
+        back as its tokens (words with their leading space), each with a log-probability
+        that depends on the token and everything before it (as a language model's would),
+        the first ``null`` as OpenAI sends it."""
+        tokens, logprobs = echo_logprobs(prompt)
+        offsets, position = [], 0
+        for token in tokens:
+            offsets.append(position)
+            position += len(token)
+        self.stats.completed += 1
+        usage = {"prompt_tokens": len(tokens), "completion_tokens": 0}
+        usage["total_tokens"] = usage["prompt_tokens"]
+        choice = {
+            "index": 0,
+            "text": prompt,
+            "finish_reason": "length",
+            "logprobs": {
+                "tokens": tokens,
+                "token_logprobs": logprobs,
+                "top_logprobs": [None] * len(tokens),
+                "text_offset": offsets,
+            },
+        }
+        answer = {
+            "id": f"fake-{self.stats.requests}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [choice],
+            "usage": usage,
+        }
         return web.json_response(answer)
 
     def _scripted(self, prompt: str) -> str | None:

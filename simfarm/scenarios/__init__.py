@@ -1,0 +1,1 @@
+"""Python code of the bundled hindsight scenarios (outcome functions, instance generators)."""
