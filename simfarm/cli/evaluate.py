@@ -122,7 +122,7 @@ def evaluate(
         from_model_outputs,
         write_evaluation,
     )
-    from simfarm.provenance import current_provenance, persona_digests
+    from simfarm.provenance import current_provenance, model_checksums, persona_digests
     from simfarm.record_checks import check_policy
 
     try:
@@ -186,7 +186,10 @@ def evaluate(
             difficulty=load_difficulty(difficulty) if difficulty else None,
             difficulty_method=difficulty_method,  # type: ignore[arg-type]
             save_annotations=bool(model_outputs),
-            provenance=current_provenance(persona_digests(judges, annotators_dir)),
+            provenance=current_provenance(
+                persona_digests(judges, annotators_dir),
+                models=model_checksums(judges, annotators_dir),
+            ),
         )
     except KeyboardInterrupt:
         raise interrupted() from None
