@@ -11,10 +11,11 @@ may differ, and why:
   ``latency_s``.
 
 The resumed run gets other batch compositions than the fresh one by construction: a first
-run stops after 3 pairs (6 requests, not a multiple of the 4-request batches), a second is
-interrupted with SIGINT once it has cached more, the third finishes. With the padded batching
-(``batch_invariant: false``) bfloat16 logprobs then differ in their last bits, which the cache
-comparison catches even where 8 verdicts happen not to flip.
+run stops after 4 pairs with the same judge in batches of 3 (``batch_size`` is operational:
+same cache keys), a second is interrupted with SIGINT once it has cached more, the third
+finishes. With the padded batching (``batch_invariant: false``) bfloat16 logprobs then differ
+in their last bits, which the cache comparison catches even where 8 verdicts happen not to
+flip (checked: the test then fails).
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ pytestmark = pytest.mark.slow
 PAIRS = 8
 
 
-def _judge(folder: Path) -> None:
-    """embedded_gemma, in batches of 4 (several batches on 8 pairs, odd splits on resume)."""
+def _judge(folder: Path, batch_size: int = 4) -> Path:
+    """embedded_gemma as ``judge``, ``batch_size`` requests per call."""
+    folder.mkdir()
     spec = yaml.safe_load((bundled_data_dir("annotators") / "embedded_gemma.yaml").read_text())
-    spec["backend"]["options"] = {"batch_size": 4}
+    spec["backend"]["options"] = {"batch_size": batch_size}
     shutil.copytree(bundled_data_dir("annotators") / "prompts", folder / "prompts")
     (folder / "judge.yaml").write_text(yaml.safe_dump(spec))
+    return folder
 
 
 def _validate(
@@ -100,17 +103,16 @@ def _without_timing(report: bytes) -> dict[str, Any]:
 def test_fresh_resumed_and_cached_runs_give_the_same_report(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    personas, out = tmp_path / "personas", tmp_path / "out"
-    personas.mkdir()
-    _judge(personas)
+    personas, out = _judge(tmp_path / "personas"), tmp_path / "out"
     fresh_cache, resumed_cache = tmp_path / "fresh", tmp_path / "resumed"
 
     stdout = _finish(_validate(shared_data, personas, out, fresh_cache))
     assert f"judged {PAIRS} pairs" in stdout and "0 failed" in stdout
     fresh = (out / "report.json").read_bytes()
 
-    # Resumed: stopped after 3 pairs, then interrupted for real, then finished.
-    _finish(_validate(shared_data, personas, tmp_path / "partial", resumed_cache, limit=3))
+    # Resumed: stopped after 4 pairs (in batches of 3), interrupted for real, then finished.
+    by_three = _judge(tmp_path / "by-three", batch_size=3)
+    _finish(_validate(shared_data, by_three, tmp_path / "partial", resumed_cache, limit=4))
     stopped_at = _rows(resumed_cache)
     interrupted = _validate(shared_data, personas, out, resumed_cache)
     deadline = time.monotonic() + 300
