@@ -107,6 +107,7 @@ def test_answers_do_not_depend_on_the_batch_by_default(model_dir: Path) -> None:
     bfloat16 (with ``batch_invariant: false`` in the options this fails)."""
     options = {"dtype": "bfloat16", "device": "cpu", "batch_size": 8}
     bf16 = create_backend(BackendSpec(name="transformers", model=str(model_dir), options=options))
+    assert isinstance(bf16, TransformersBackend) and bf16.rows_per_pass == 1
     try:
         params = {"max_tokens": 6, "logprobs": True, "top_logprobs": 20}
         requests = [_prompt(p, **params) for p in PROMPTS]
