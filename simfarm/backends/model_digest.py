@@ -140,3 +140,34 @@ def local_model_identity(
         "options": options,
         "content_sha256": folder_digest(path, sidecar),
     }
+
+
+LOCAL_BACKENDS = ("embedded", "transformers", "vllm")
+"""Backends whose weights are files on this machine, hence have a checksum to record."""
+
+
+def model_checksum(backend: str, model: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """What pins a local model's weights, for provenance (None for a remote API model):
+
+    - ``embedded``: the sha256 of the GGUF file the weights package ships, and the
+      conversion's format version (the converted folder is a function of both);
+    - a local folder (``transformers``, ``vllm``): its content digest (see
+      :func:`folder_digest`; cheap after the first time);
+    - a hub id: the ``revision`` asked for (None: the default branch, which can move).
+    """
+    if backend not in LOCAL_BACKENDS:
+        return None
+    if backend == "embedded":
+        from simfarm.backends.embedded import FORMAT_VERSION, MODEL_NAME, expected_sha256
+
+        return {
+            "backend": backend,
+            "model": MODEL_NAME,
+            "sha256": expected_sha256(),
+            "format_version": FORMAT_VERSION,
+        }
+    identity = local_model_identity(backend, model, {})
+    del identity["options"]
+    if "content_sha256" not in identity:
+        identity["revision"] = options.get("revision")
+    return identity

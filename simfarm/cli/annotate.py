@@ -26,6 +26,7 @@ from simfarm.cli.executor_options import (
     RayInFlightOption,
     RayNumCpusOption,
     RayNumGpusOption,
+    RayOptions,
     RequestsPerMinuteOption,
     TokensPerMinuteOption,
     executor_factory_for,
@@ -111,6 +112,7 @@ def annotate(
     )
     from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import (
+        check_output_format,
         check_pairing,
         load_model_outputs,
         load_pairs,
@@ -125,6 +127,19 @@ def annotate(
     )
 
     try:
+        # Everything the command line alone can refuse is refused before any input is read
+        # or any request is sent.
+        check_output_format(out)
+        executor_options = RayOptions(
+            executor,
+            address=ray_address,
+            actors=ray_actors,
+            in_flight=ray_in_flight,
+            num_cpus=ray_num_cpus,
+            num_gpus=ray_num_gpus,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )
         policy = check_policy(on_bad_record)
         issues: list[RecordIssue] = []
         loaded = load_annotator(persona, annotators_dir)
@@ -194,16 +209,7 @@ def annotate(
             options["retry_budget_s"] = retry_budget
         overrides = BackendOverrides(model=model, options=options)
         with (
-            executor_factory_for(
-                executor,
-                address=ray_address,
-                actors=ray_actors,
-                in_flight=ray_in_flight,
-                num_cpus=ray_num_cpus,
-                num_gpus=ray_num_gpus,
-                requests_per_minute=requests_per_minute,
-                tokens_per_minute=tokens_per_minute,
-            ) as (factory, runtime),
+            executor_factory_for(executor_options) as (factory, runtime),
             annotation_progress(
                 len(items), loaded.spec.id, err_console if not quiet else Console(quiet=True)
             ) as progress,

@@ -32,6 +32,7 @@ from simfarm.cli.executor_options import (
     RayInFlightOption,
     RayNumCpusOption,
     RayNumGpusOption,
+    RayOptions,
     RequestsPerMinuteOption,
     TokensPerMinuteOption,
     executor_factory_for,
@@ -121,10 +122,20 @@ def evaluate(
         from_model_outputs,
         write_evaluation,
     )
-    from simfarm.provenance import current_provenance, persona_digests
+    from simfarm.provenance import current_provenance, model_checksums, persona_digests
     from simfarm.record_checks import check_policy
 
     try:
+        executor_options = RayOptions(
+            executor,
+            address=ray_address,
+            actors=ray_actors,
+            in_flight=ray_in_flight,
+            num_cpus=ray_num_cpus,
+            num_gpus=ray_num_gpus,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )
         policy = check_policy(on_bad_record or "coerce")
         if difficulty_method not in DIFFICULTY_METHODS:
             raise SimfarmError(f"--difficulty-method must be one of {DIFFICULTY_METHODS}")
@@ -138,16 +149,7 @@ def evaluate(
             if reference_outputs is None or annotator is None:
                 raise SimfarmError("--model-outputs needs --reference-outputs and --annotator")
             with (
-                executor_factory_for(
-                    executor,
-                    address=ray_address,
-                    actors=ray_actors,
-                    in_flight=ray_in_flight,
-                    num_cpus=ray_num_cpus,
-                    num_gpus=ray_num_gpus,
-                    requests_per_minute=requests_per_minute,
-                    tokens_per_minute=tokens_per_minute,
-                ) as (factory, _),
+                executor_factory_for(executor_options) as (factory, _),
                 runs_progress(annotator, annotators_dir, quiet=quiet) as progress,
             ):
                 inputs = from_model_outputs(
@@ -184,7 +186,10 @@ def evaluate(
             difficulty=load_difficulty(difficulty) if difficulty else None,
             difficulty_method=difficulty_method,  # type: ignore[arg-type]
             save_annotations=bool(model_outputs),
-            provenance=current_provenance(persona_digests(judges, annotators_dir)),
+            provenance=current_provenance(
+                persona_digests(judges, annotators_dir),
+                models=model_checksums(judges, annotators_dir),
+            ),
         )
     except KeyboardInterrupt:
         raise interrupted() from None

@@ -6,6 +6,7 @@ Ray is imported only when ``--executor ray`` is given: starting it costs seconds
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
@@ -65,39 +66,53 @@ TokensPerMinuteOption = Annotated[
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class RayOptions:
+    """Where a command's requests are sent from, as its ``--executor``/``--ray-*`` options
+    said: built once per command (checked at once, before any input is read) and handed to
+    :func:`executor_factory_for`."""
+
+    executor: str = "local"
+    address: str | None = None
+    actors: int | None = None
+    in_flight: int | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be 'local' or 'ray', not {self.executor!r}")
+        limited = self.requests_per_minute is not None or self.tokens_per_minute is not None
+        if self.executor == "local" and limited:
+            raise ConfigError("--requests-per-minute and --tokens-per-minute need --executor ray")
+
+    def explicit(self) -> dict[str, object]:
+        """The per-actor settings given on the command line (the rest: the persona's)."""
+        given = {
+            "actors": self.actors,
+            "in_flight": self.in_flight,
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "request_rate": (
+                {"max_requests": self.requests_per_minute, "max_tokens": self.tokens_per_minute}
+                if self.requests_per_minute or self.tokens_per_minute
+                else None
+            ),
+        }
+        return {name: value for name, value in given.items() if value is not None}
+
+
 @contextlib.contextmanager
 def executor_factory_for(
-    executor: str,
-    *,
-    address: str | None,
-    actors: int | None,
-    in_flight: int | None,
-    num_cpus: float | None,
-    num_gpus: float | None,
-    requests_per_minute: int | None,
-    tokens_per_minute: int | None = None,
+    options: RayOptions,
 ) -> Iterator[tuple[ExecutorFactory | None, RayRuntime | None]]:
     """``(factory, runtime)``: ``(None, None)`` for in-process runs (the run's default)."""
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
-    if executor == "local":
-        if requests_per_minute is not None or tokens_per_minute is not None:
-            raise ConfigError("--requests-per-minute and --tokens-per-minute need --executor ray")
+    if options.executor == "local":
         yield None, None
         return
     from simfarm.execution.ray_executor import RayRuntime
 
-    given = {
-        "actors": actors,
-        "in_flight": in_flight,
-        "num_cpus": num_cpus,
-        "num_gpus": num_gpus,
-        "request_rate": (
-            {"max_requests": requests_per_minute, "max_tokens": tokens_per_minute}
-            if requests_per_minute or tokens_per_minute
-            else None
-        ),
-    }
-    explicit = {name: value for name, value in given.items() if value is not None}
-    with RayRuntime(address=address) as runtime:
-        yield runtime.executor_factory(explicit=explicit), runtime
+    with RayRuntime(address=options.address) as runtime:
+        yield runtime.executor_factory(explicit=options.explicit()), runtime

@@ -11,34 +11,42 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
-from simfarm.annotation.run import ProgressCallback
+if TYPE_CHECKING:
+    from simfarm.annotation.run import ProgressCallback
 
 
-def _progress(console: Console | None) -> Progress:
-    return Progress(
+def progress_bars(
+    console: Console, *, with_cost: bool = False, transient: bool = False
+) -> Progress:
+    """Every command's bars look alike: description, bar, done/total, (cost so far),
+    elapsed, ETA; redrawn 4 times a second at most."""
+    columns: list[ProgressColumn] = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("${task.fields[cost]:.4f}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        refresh_per_second=4,
-        transient=False,
-    )
+    ]
+    if with_cost:
+        columns.append(TextColumn("${task.fields[cost]:.4f}"))
+    columns += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    return Progress(*columns, console=console, refresh_per_second=4, transient=transient)
+
+
+def _progress(console: Console | None) -> Progress:
+    return progress_bars(console or Console(stderr=True), with_cost=True)
 
 
 @contextmanager

@@ -13,18 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TaskID
 from rich.table import Table
 
 from simfarm.cli.common import console, err_console, fail
+from simfarm.cli.progress import progress_bars
 from simfarm.errors import SimfarmError
 
 if TYPE_CHECKING:
@@ -37,17 +30,7 @@ class RichStageProgress:
 
     def __init__(self, sink: Console) -> None:
         self.sink = sink
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=sink,
-            refresh_per_second=4,
-            transient=True,
-        )
+        self.progress = progress_bars(sink, transient=True)
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichStageProgress:

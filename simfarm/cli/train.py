@@ -16,18 +16,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TaskID
 from rich.table import Table
 
 from simfarm.cli.common import console, err_console, fail, num
+from simfarm.cli.progress import progress_bars
 from simfarm.errors import SimfarmError
 
 if TYPE_CHECKING:
@@ -40,16 +33,7 @@ _SHOW_AFTER_S = 1.0
 @contextmanager
 def stage_progress() -> Iterator[ProgressCallback]:
     """Bars for a run's stages, fed by the library's ``(stage, done, total)`` callback."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err_console,
-        refresh_per_second=4,
-    )
+    progress = progress_bars(err_console)
     tasks: dict[str, tuple[TaskID, float]] = {}
 
     def update(stage: str, done: int, total: int) -> None:

@@ -91,7 +91,7 @@ def validate(
         run_annotator,
         write_report,
     )
-    from simfarm.provenance import current_provenance, persona_digests
+    from simfarm.provenance import current_provenance, model_checksums, persona_digests
     from simfarm.record_checks import check_policy
 
     try:
@@ -163,7 +163,10 @@ def validate(
             notes=notes,
         )
         judges = [annotator] if annotator else sorted(set(label.split(", ")))
-        report.provenance = current_provenance(persona_digests(judges, annotators_dir))
+        report.provenance = current_provenance(
+            persona_digests(judges, annotators_dir),
+            models=model_checksums(judges, annotators_dir),
+        )
         paths = write_report(report, out) if out is not None else {}
     except KeyboardInterrupt:
         raise interrupted() from None

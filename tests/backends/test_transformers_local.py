@@ -1,7 +1,9 @@
 """The transformers backend on a real model: the converted embedded Gemma 3 270M folder, loaded
 as an ordinary local Hugging Face checkpoint (no network).
 
-float32 throughout: it is the dtype in which greedy answers do not depend on batch composition.
+The shared backend runs padded batches (``batch_invariant: false``) in float32, so the batched
+decoding path itself is checked against one-by-one decoding; the default, batch-invariant
+scoring is checked bit for bit in bfloat16, where padding noise is largest.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ def backend(model_dir: Path) -> Iterator[TransformersBackend]:
     spec = BackendSpec(
         name="transformers",
         model=str(model_dir),
-        options={"dtype": "float32", "device": "cpu", "batch_size": 8, "max_input_tokens": 64},
+        options={
+            "dtype": "float32",
+            "device": "cpu",
+            "batch_size": 8,
+            "batch_invariant": False,
+            "max_input_tokens": 64,
+        },
     )
     built = create_backend(spec)
     assert isinstance(built, TransformersBackend)
@@ -92,6 +100,24 @@ def test_batched_greedy_equals_one_by_one(backend: TransformersBackend) -> None:
             assert a.token == b.token
             assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
     assert "Paris" in batched[0].text
+
+
+def test_answers_do_not_depend_on_the_batch_by_default(model_dir: Path) -> None:
+    """Bit for bit: the same request alone, and amid others of other lengths (padding), in
+    bfloat16 (with ``batch_invariant: false`` in the options this fails)."""
+    options = {"dtype": "bfloat16", "device": "cpu", "batch_size": 8}
+    bf16 = create_backend(BackendSpec(name="transformers", model=str(model_dir), options=options))
+    assert isinstance(bf16, TransformersBackend) and bf16.rows_per_pass == 1
+    try:
+        params = {"max_tokens": 6, "logprobs": True, "top_logprobs": 20}
+        requests = [_prompt(p, **params) for p in PROMPTS]
+        together = _complete(bf16, [_prompt("word " * 40, **params), *requests])[1:]
+        apart = [_complete(bf16, [r])[0] for r in requests]
+        assert [a.model_dump(exclude={"latency_s"}) for a in together] == [
+            a.model_dump(exclude={"latency_s"}) for a in apart
+        ]
+    finally:
+        asyncio.run(bf16.aclose())
 
 
 def test_each_request_keeps_its_own_max_tokens(backend: TransformersBackend) -> None:

@@ -12,9 +12,8 @@ def test_the_cli_and_in_process_runs_never_import_ray() -> None:
         "from simfarm.cli.app import app\n"
         "import simfarm.cli.annotate, simfarm.cli.evaluate, simfarm.cli.executor_options\n"
         "import simfarm.annotation, simfarm.execution, simfarm.execution.ray_executor\n"
-        "from simfarm.cli.executor_options import executor_factory_for\n"
-        "with executor_factory_for('local', address=None, actors=None, in_flight=None,\n"
-        "        num_cpus=None, num_gpus=None, requests_per_minute=None) as (factory, rt):\n"
+        "from simfarm.cli.executor_options import RayOptions, executor_factory_for\n"
+        "with executor_factory_for(RayOptions('local')) as (factory, rt):\n"
         "    assert factory is None and rt is None\n"
         "print('ray' in sys.modules)\n"
     )
