@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,6 +49,17 @@ def stable_digest(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
+def strings_digest(parts: Iterable[str]) -> str:
+    """``stable_digest(list(parts))`` for a list of strings, without the general encoder.
+
+    Per-item digests (content, seeded draws) run several times per judged item; for a list
+    of strings the canonical JSON is just each string's JSON form joined by commas, which
+    is what the encoder itself writes (``encode_basestring`` is its string encoder when
+    ``ensure_ascii`` is off), so the digest is the same; a test compares the two."""
+    text = "[" + ",".join(map(encode_basestring, parts)) + "]"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class Record(BaseModel):
     """Base for boundary records: unknown fields are an error, not silently dropped."""
 
@@ -75,6 +88,9 @@ class DecodingParams(Record):
     """Also return this many most likely alternatives at each position (needs ``logprobs``)."""
 
 
+_CONTENT_FIELDS = {"messages", "prompt", "params"}
+
+
 class CompletionRequest(Record):
     """One request to a backend: either chat ``messages`` or a raw ``prompt``."""
 
@@ -101,11 +117,10 @@ class CompletionRequest(Record):
 
         ``sample_index`` enters only when it is not 0, so the key of sample 0 is the key the
         same request had before samples existed (caches made then keep matching)."""
-        fields: dict[str, Any] = {
-            "messages": [m.model_dump() for m in self.messages] if self.messages else None,
-            "prompt": self.prompt,
-            "params": self.params.model_dump(),
-        }
+        # One serialiser call for all three (this runs once per request, cached or not).
+        fields = self.model_dump(include=_CONTENT_FIELDS)
+        if not self.messages:
+            fields["messages"] = None
         if self.sample_index:
             fields["sample_index"] = self.sample_index
         return fields
@@ -179,7 +194,7 @@ class PairwiseItem(Record):
 
     def content_digest(self) -> str:
         """Digest of what is judged (not of the generator names): seeds per-item randomness."""
-        return stable_digest([self.instruction, self.input, self.output_1, self.output_2])
+        return strings_digest((self.instruction, self.input, self.output_1, self.output_2))
 
 
 Preference = float
