@@ -95,8 +95,8 @@ def test_chat_turns_render_as_one_regex_pass_would() -> None:
     from simfarm.annotation.template import PromptTemplate
 
     template = PromptTemplate(
-        "<|im_start|>system\n{persona} {unknown_in_values}<|im_end|>\n"
-        "<|im_start|>user\n{instruction}{input}\n(a) {output_1}\n(b) {output_2}{output_2}"
+        "<|im_start|>system\n{persona} {unknown_in_values}.<|im_end|>\n"
+        "<|im_start|>user\n{instruction}{input}\n(a) {output_1}\n(b) {output_2}{output_2} end"
         "<|im_end|>",
         "inline",
     )
@@ -112,4 +112,4 @@ def test_chat_turns_render_as_one_regex_pass_would() -> None:
     assert [(m.role, m.content) for m in messages] == [
         (role, PromptTemplate._substitute(content, values)) for role, content in template.turns
     ]
-    assert messages[1].content.endswith("(b) \\1 \\g<0> {\\1 \\g<0> {")
+    assert messages[1].content.endswith("(b) \\1 \\g<0> {\\1 \\g<0> { end")
