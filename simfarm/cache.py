@@ -117,7 +117,7 @@ class RequestKeys:
 
     def key(self, request: CompletionRequest) -> str:
         digest = self._prefix.copy()
-        digest.update(canonical_json(request.content_fields()).encode("utf-8"))
+        digest.update(request.content_json().encode("utf-8"))
         digest.update(self._suffix)
         return digest.hexdigest()
 

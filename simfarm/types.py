@@ -88,6 +88,17 @@ class DecodingParams(Record):
     """Also return this many most likely alternatives at each position (needs ``logprobs``)."""
 
 
+def _message_json(message: ChatMessage) -> str:
+    """Canonical JSON of one message (its two fields, in sorted order)."""
+    return (
+        '{"content":'
+        + encode_basestring(message.content)
+        + ',"role":'
+        + encode_basestring(message.role)
+        + "}"
+    )
+
+
 _CONTENT_FIELDS = {"messages", "prompt", "params"}
 
 
@@ -124,6 +135,21 @@ class CompletionRequest(Record):
         if self.sample_index:
             fields["sample_index"] = self.sample_index
         return fields
+
+    def content_json(self) -> str:
+        """``canonical_json(self.content_fields())``, written from its parts: the text of
+        each message is encoded once, directly, instead of through the general encoder (a
+        cache key per request; a test pins the two forms together)."""
+        if self.messages:
+            messages = "[" + ",".join(map(_message_json, self.messages)) + "]"
+        else:
+            messages = "null"
+        prompt = "null" if self.prompt is None else encode_basestring(self.prompt)
+        params = canonical_json(self.params.model_dump())
+        text = '{"messages":' + messages + ',"params":' + params + ',"prompt":' + prompt
+        if self.sample_index:
+            text += ',"sample_index":' + str(self.sample_index)
+        return text + "}"
 
     def for_sample(self, index: int) -> CompletionRequest:
         """The same request as sample ``index``; a fixed seed becomes ``seed + index`` so the

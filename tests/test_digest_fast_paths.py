@@ -17,6 +17,7 @@ from simfarm.types import (
     ChatMessage,
     CompletionRequest,
     DecodingParams,
+    canonical_json,
     stable_digest,
     strings_digest,
 )
@@ -62,6 +63,8 @@ def reference_key(
 
 REQUESTS = [
     CompletionRequest(prompt="raw " + AWKWARD[3]),
+    CompletionRequest(prompt="", sample_index=12, params=DecodingParams(top_p=0.25)),
+    CompletionRequest(messages=[]),
     CompletionRequest(
         messages=[
             ChatMessage(role="system", content=AWKWARD[2]),
@@ -87,6 +90,7 @@ def test_request_keys_equal_the_definition(
     for request in REQUESTS:
         expected = reference_key(identity, request, template_digest, stage)
         assert keys.key(request) == expected
+        assert request.content_json() == canonical_json(request.content_fields())
         assert cache_key(identity, request, template_digest, stage) == expected
 
 
