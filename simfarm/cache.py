@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from simfarm.paths import user_cache_dir
-from simfarm.types import Completion, CompletionRequest, canonical_json
+from simfarm.types import Completion, CompletionRequest, DecodingParams, canonical_json
 
 CACHE_VERSION = 1
 """Bump when the meaning of a cached value changes; old entries then simply stop matching."""
@@ -114,10 +114,18 @@ class RequestKeys:
         before, _, after = text.partition(slot)
         self._prefix = hashlib.sha256(before.encode("utf-8"))
         self._suffix = after.encode("utf-8")
+        self._params: DecodingParams | None = None
+        """A snapshot of the last decoding parameters seen, and their JSON below: a judge's
+        requests share them, and comparing is cheaper than encoding them again."""
+        self._params_json = ""
 
     def key(self, request: CompletionRequest) -> str:
+        params = request.params
+        if params != self._params:
+            self._params = params.model_copy(deep=True)
+            self._params_json = params.json_text()
         digest = self._prefix.copy()
-        digest.update(request.content_json().encode("utf-8"))
+        digest.update(request.content_json(self._params_json).encode("utf-8"))
         digest.update(self._suffix)
         return digest.hexdigest()
 

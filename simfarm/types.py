@@ -87,6 +87,10 @@ class DecodingParams(Record):
     top_logprobs: int | None = None
     """Also return this many most likely alternatives at each position (needs ``logprobs``)."""
 
+    def json_text(self) -> str:
+        """Canonical JSON of these parameters (as they enter cache keys)."""
+        return canonical_json(self.model_dump())
+
 
 def _message_json(message: ChatMessage) -> str:
     """Canonical JSON of one message (its two fields, in sorted order)."""
@@ -136,16 +140,17 @@ class CompletionRequest(Record):
             fields["sample_index"] = self.sample_index
         return fields
 
-    def content_json(self) -> str:
+    def content_json(self, params_json: str | None = None) -> str:
         """``canonical_json(self.content_fields())``, written from its parts: the text of
         each message is encoded once, directly, instead of through the general encoder (a
-        cache key per request; a test pins the two forms together)."""
+        cache key per request; a test pins the two forms together). ``params_json``: the
+        canonical JSON of :attr:`params` when the caller already has it."""
         if self.messages:
             messages = "[" + ",".join(map(_message_json, self.messages)) + "]"
         else:
             messages = "null"
         prompt = "null" if self.prompt is None else encode_basestring(self.prompt)
-        params = canonical_json(self.params.model_dump())
+        params = params_json if params_json is not None else self.params.json_text()
         text = '{"messages":' + messages + ',"params":' + params + ',"prompt":' + prompt
         if self.sample_index:
             text += ',"sample_index":' + str(self.sample_index)

@@ -117,3 +117,16 @@ def test_chat_turns_render_as_one_regex_pass_would() -> None:
         (role, PromptTemplate._substitute(content, values)) for role, content in template.turns
     ]
     assert messages[1].content.endswith("(b) \\1 \\g<0> {\\1 \\g<0> { end")
+
+
+def test_request_keys_follow_changed_decoding_parameters() -> None:
+    """One keyer, parameters changed between requests (even in place): every key is the
+    definition's (the shared JSON of the parameters is never reused stale)."""
+    identity = IDENTITIES[0]
+    keys = RequestKeys(identity)
+    params = DecodingParams()
+    for change in ({}, {"temperature": 0.5}, {"stop": ["x"]}, {}, {"max_tokens": 9}):
+        for name, value in change.items():
+            setattr(params, name, value)
+        request = CompletionRequest(prompt="same prompt", params=params)
+        assert keys.key(request) == reference_key(identity, request, None, None)
