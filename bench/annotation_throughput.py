@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _common import timed_annotation
 
-from simfarm.annotation import BackendOverrides, annotate_async, load_annotator
-from simfarm.cache import CompletionCache
 from simfarm.testing.openai_server import start_server
-from simfarm.types import PairwiseItem
 
 LATENCY_S = 0.1
 CONCURRENCY = 64
@@ -61,39 +59,12 @@ async def bare_aiohttp(base_url: str) -> float:
         return N_REQUESTS / (time.perf_counter() - started)
 
 
-def simfarm_items() -> list[PairwiseItem]:
-    return [
-        PairwiseItem(
-            instruction=f"Instruction number {i}: explain topic {i % 97}.",
-            output_1=f"A short answer {i}.",
-            output_2=f"A somewhat longer answer for item {i}, with a little more detail.",
-            generator_1="reference",
-            generator_2="model",
-        )
-        for i in range(N_REQUESTS)
-    ]
-
-
 async def simfarm_run(base_url: str, cache_path: Path) -> tuple[float, int, int]:
     """(requests/s, requests sent, the cache writer's worst backlog)."""
-    persona = load_annotator("alpaca_farm_greedy")
-    cache = CompletionCache(cache_path)
-    items = simfarm_items()
-    started = time.perf_counter()
-    result = await annotate_async(
-        items,
-        persona,
-        cache=cache,
-        backend_overrides=BackendOverrides(
-            model="bench", options={"base_url": base_url, "max_concurrency": CONCURRENCY}
-        ),
-    )
-    elapsed = time.perf_counter() - started
-    backlog = cache.max_pending
-    cache.close()
-    summary = result.summary
+    run = await timed_annotation(base_url, cache_path, N_REQUESTS, CONCURRENCY)
+    summary = run.summary
     assert summary.n_annotated == N_REQUESTS, summary
-    return summary.requests_sent / elapsed, summary.requests_sent, backlog
+    return summary.requests_sent / run.elapsed_s, summary.requests_sent, run.cache_backlog
 
 
 def main() -> None:

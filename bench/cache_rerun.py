@@ -14,58 +14,27 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from simfarm.annotation import BackendOverrides, annotate_async, load_annotator
-from simfarm.cache import CompletionCache
+from _common import timed_annotation
+
 from simfarm.testing.openai_server import start_server
-from simfarm.types import PairwiseItem
 
 N_ITEMS = 10_000
 TARGET_PER_S = 20_000
 
 
-def items() -> list[PairwiseItem]:
-    return [
-        PairwiseItem(
-            instruction=f"Instruction number {i}: explain topic {i % 97}.",
-            output_1=f"A short answer {i}.",
-            output_2=f"A somewhat longer answer for item {i}, with a little more detail.",
-            generator_1="reference",
-            generator_2="model",
-        )
-        for i in range(N_ITEMS)
-    ]
-
-
-async def run(base_url: str, cache_path: Path) -> tuple[float, int, int]:
-    """(seconds, annotated, requests simfarm says it sent)."""
-    persona = load_annotator("alpaca_farm_greedy")
-    cache = CompletionCache(cache_path)
-    pairs = items()
-    started = time.perf_counter()
-    result = await annotate_async(
-        pairs,
-        persona,
-        cache=cache,
-        backend_overrides=BackendOverrides(
-            model="bench", options={"base_url": base_url, "max_concurrency": 64}
-        ),
-    )
-    elapsed = time.perf_counter() - started
-    cache.close()
-    return elapsed, result.summary.n_annotated, result.summary.requests_sent
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, start_server(latency_s=0.0) as server:
         cache_path = Path(tmp) / "cache.sqlite"
-        fill_s, filled, _ = asyncio.run(run(server.base_url, cache_path))
+        fill = asyncio.run(timed_annotation(server.base_url, cache_path, N_ITEMS))
+        filled = fill.summary.n_annotated
         assert filled == N_ITEMS, f"the first run annotated {filled} of {N_ITEMS}"
         before = server.stats()["requests"]
-        rerun_s, annotated, sent = asyncio.run(run(server.base_url, cache_path))
+        rerun = asyncio.run(timed_annotation(server.base_url, cache_path, N_ITEMS))
         server_saw = server.stats()["requests"] - before
+    fill_s, rerun_s = fill.elapsed_s, rerun.elapsed_s
+    annotated, sent = rerun.summary.n_annotated, rerun.summary.requests_sent
     rate = annotated / rerun_s
     print(f"first run        {N_ITEMS} annotations in {fill_s:.2f} s (fills the cache)")
     print(

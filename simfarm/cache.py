@@ -30,6 +30,7 @@ import atexit
 import collections
 import contextlib
 import functools
+import hashlib
 import os
 import sqlite3
 import threading
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from simfarm.paths import user_cache_dir
-from simfarm.types import Completion, CompletionRequest, stable_digest
+from simfarm.types import Completion, CompletionRequest, DecodingParams, canonical_json
 
 CACHE_VERSION = 1
 """Bump when the meaning of a cached value changes; old entries then simply stop matching."""
@@ -79,15 +80,54 @@ def cache_key(
     multi-stage judge (critique, score, ...) and enters only when set, so single-stage
     judges keep their keys.
     """
-    fields: dict[str, Any] = {
-        "cache_version": CACHE_VERSION,
-        "backend": dict(backend_identity),
-        "request": request.content_fields(),
-        "template_digest": template_digest,
-    }
-    if stage is not None:
-        fields["stage"] = stage
-    return stable_digest(fields)
+    return RequestKeys(backend_identity, template_digest, stage).key(request)
+
+
+class RequestKeys:
+    """:func:`cache_key` for many requests that share a backend identity, template digest
+    and stage (every request of one judge): the shared fields are encoded and hashed once.
+
+    Canonical JSON is compositional (sorted keys, no whitespace), so the key's text is the
+    shared fields' text with the request's own canonical JSON in its place; the digest is
+    the same as hashing the whole dict at once (:func:`cache_key` is this class, and the
+    golden-digest test guards both)."""
+
+    _SLOT = "\x00simfarm-request\x00"
+
+    def __init__(
+        self,
+        backend_identity: Mapping[str, Any],
+        template_digest: str | None = None,
+        stage: str | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "cache_version": CACHE_VERSION,
+            "backend": dict(backend_identity),
+            "request": self._SLOT,
+            "template_digest": template_digest,
+        }
+        if stage is not None:
+            fields["stage"] = stage
+        text, slot = canonical_json(fields), canonical_json(self._SLOT)
+        if text.count(slot) != 1:  # pragma: no cover - an identity holding the placeholder
+            raise ValueError("a backend identity contains simfarm's request placeholder")
+        before, _, after = text.partition(slot)
+        self._prefix = hashlib.sha256(before.encode("utf-8"))
+        self._suffix = after.encode("utf-8")
+        self._params: DecodingParams | None = None
+        """A snapshot of the last decoding parameters seen, and their JSON below: a judge's
+        requests share them, and comparing is cheaper than encoding them again."""
+        self._params_json = ""
+
+    def key(self, request: CompletionRequest) -> str:
+        params = request.params
+        if params != self._params:
+            self._params = params.model_copy(deep=True)
+            self._params_json = params.json_text()
+        digest = self._prefix.copy()
+        digest.update(request.content_json(self._params_json).encode("utf-8"))
+        digest.update(self._suffix)
+        return digest.hexdigest()
 
 
 _JOURNAL_RECYCLE_BYTES = 256 << 10

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,6 +49,17 @@ def stable_digest(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
+def strings_digest(parts: Iterable[str]) -> str:
+    """``stable_digest(list(parts))`` for a list of strings, without the general encoder.
+
+    Per-item digests (content, seeded draws) run several times per judged item; for a list
+    of strings the canonical JSON is just each string's JSON form joined by commas, which
+    is what the encoder itself writes (``encode_basestring`` is its string encoder when
+    ``ensure_ascii`` is off), so the digest is the same; a test compares the two."""
+    text = "[" + ",".join(map(encode_basestring, parts)) + "]"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class Record(BaseModel):
     """Base for boundary records: unknown fields are an error, not silently dropped."""
 
@@ -73,6 +86,24 @@ class DecodingParams(Record):
     """Return the log-probability of each generated token."""
     top_logprobs: int | None = None
     """Also return this many most likely alternatives at each position (needs ``logprobs``)."""
+
+    def json_text(self) -> str:
+        """Canonical JSON of these parameters (as they enter cache keys)."""
+        return canonical_json(self.model_dump())
+
+
+def _message_json(message: ChatMessage) -> str:
+    """Canonical JSON of one message (its two fields, in sorted order)."""
+    return (
+        '{"content":'
+        + encode_basestring(message.content)
+        + ',"role":'
+        + encode_basestring(message.role)
+        + "}"
+    )
+
+
+_CONTENT_FIELDS = {"messages", "prompt", "params"}
 
 
 class CompletionRequest(Record):
@@ -101,14 +132,29 @@ class CompletionRequest(Record):
 
         ``sample_index`` enters only when it is not 0, so the key of sample 0 is the key the
         same request had before samples existed (caches made then keep matching)."""
-        fields: dict[str, Any] = {
-            "messages": [m.model_dump() for m in self.messages] if self.messages else None,
-            "prompt": self.prompt,
-            "params": self.params.model_dump(),
-        }
+        # One serialiser call for all three (this runs once per request, cached or not).
+        fields = self.model_dump(include=_CONTENT_FIELDS)
+        if not self.messages:
+            fields["messages"] = None
         if self.sample_index:
             fields["sample_index"] = self.sample_index
         return fields
+
+    def content_json(self, params_json: str | None = None) -> str:
+        """``canonical_json(self.content_fields())``, written from its parts: the text of
+        each message is encoded once, directly, instead of through the general encoder (a
+        cache key per request; a test pins the two forms together). ``params_json``: the
+        canonical JSON of :attr:`params` when the caller already has it."""
+        if self.messages:
+            messages = "[" + ",".join(map(_message_json, self.messages)) + "]"
+        else:
+            messages = "null"
+        prompt = "null" if self.prompt is None else encode_basestring(self.prompt)
+        params = params_json if params_json is not None else self.params.json_text()
+        text = '{"messages":' + messages + ',"params":' + params + ',"prompt":' + prompt
+        if self.sample_index:
+            text += ',"sample_index":' + str(self.sample_index)
+        return text + "}"
 
     def for_sample(self, index: int) -> CompletionRequest:
         """The same request as sample ``index``; a fixed seed becomes ``seed + index`` so the
@@ -190,10 +236,10 @@ class PairwiseItem(Record):
 
     def content_digest(self) -> str:
         """Digest of what is judged (not of the generator names): seeds per-item randomness."""
-        parts: list[Any] = [self.instruction, self.input, self.output_1, self.output_2]
-        if self.conversation is not None:  # absent: the digest single-turn items always had
-            parts.append([turn.model_dump() for turn in self.conversation])
-        return stable_digest(parts)
+        strings = (self.instruction, self.input, self.output_1, self.output_2)
+        if self.conversation is None:  # the digest single-turn items always had
+            return strings_digest(strings)
+        return stable_digest([*strings, [turn.model_dump() for turn in self.conversation]])
 
 
 Preference = float

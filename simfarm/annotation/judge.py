@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from simfarm.backends.base import BackendSpec
 from simfarm.errors import ConfigError
-from simfarm.types import Completion, CompletionRequest, Failure, stable_digest
+from simfarm.types import Completion, CompletionRequest, Failure, stable_digest, strings_digest
 
 ItemT = TypeVar("ItemT")
 ReadingT = TypeVar("ReadingT", bound="Reading")
@@ -160,7 +160,7 @@ class Judge(abc.ABC, Generic[ItemT, ReadingT, RecordT, SummaryT]):
 
 def seeded_rng(*parts: object) -> random.Random:
     """A generator seeded from the sha256 of ``parts`` (stable across processes)."""
-    return random.Random(int(stable_digest([str(p) for p in parts])[:16], 16))
+    return random.Random(int(strings_digest([str(p) for p in parts])[:16], 16))
 
 
 AnyJudge = Judge[Any, Any, Any, Any]

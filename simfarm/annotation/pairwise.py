@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -95,51 +96,63 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
         self.backend = persona.spec.backend
         self.template_digest = persona.template.digest if persona.template else None
         self.max_parse_attempts = persona.spec.max_parse_attempts
-
-    def base_annotation(self, item: PairwiseItem) -> PairwiseAnnotation:
-        # Every value comes from an already validated item or persona: construct without
-        # validating again (this runs once per judged pair, on the event loop).
-        return PairwiseAnnotation.model_construct(
-            instruction=item.instruction,
-            input=item.input,
-            output_1=item.output_1,
-            generator_1=item.generator_1,
-            output_2=item.output_2,
-            generator_2=item.generator_2,
-            item_id=item.item_id,
-            conversation=item.conversation,
+        self._blank = PairwiseAnnotation(
+            instruction="",
+            output_1="",
+            generator_1="",
+            output_2="",
+            generator_2="",
             annotator=self.id,
-            pool=self.pool,
+            pool=pool,
+        )
+
+    def base_annotation(self, item: PairwiseItem, **fields: Any) -> PairwiseAnnotation:
+        """This judge's record of ``item``, with ``fields`` (outcome, cost, ...) set.
+
+        A copy of one validated blank record with every field given at once: every value
+        comes from an already validated item, persona or completion, and copying skips
+        both validation and pydantic's per-record default resolution (this runs once per
+        judged pair, on the event loop: a fully cached rerun is mostly this)."""
+        return self._blank.model_copy(
+            update={
+                "instruction": item.instruction,
+                "input": item.input,
+                "output_1": item.output_1,
+                "generator_1": item.generator_1,
+                "output_2": item.output_2,
+                "generator_2": item.generator_2,
+                "item_id": item.item_id,
+                "conversation": item.conversation,
+                **fields,
+            }
         )
 
     def decide_without_model(self, item: PairwiseItem) -> PairwiseAnnotation | None:
         """The annotation when no model call is needed (rule persona, identical outputs,
         label noise), else None."""
         if item.output_1 == item.output_2:
-            annotation = self.base_annotation(item)
-            annotation.preference = 1.5
-            return annotation
+            return self.base_annotation(item, preference=1.5)
         if self.spec.label_noise > 0:
             rng = seeded_rng("label_noise", self.id, item.content_digest())
             if rng.random() < 2 * self.spec.label_noise:
-                annotation = self.base_annotation(item)
-                annotation.preference = float(rng.choice((1, 2)))
-                annotation.raw_completion = "<label noise: fair coin>"
-                return annotation
+                return self.base_annotation(
+                    item,
+                    preference=float(rng.choice((1, 2))),
+                    raw_completion="<label noise: fair coin>",
+                )
         biased = self._biased(item)
         if biased is not None:
             return biased
         if self.spec.rule is not None:
-            annotation = self.base_annotation(item)
             len_1, len_2 = len(item.output_1), len(item.output_2)
             longer_wins = self.spec.rule == "longest"
             if len_1 == len_2:
-                annotation.preference = 1.5
+                preference = 1.5
             elif (len_2 > len_1) == longer_wins:
-                annotation.preference = 2.0
+                preference = 2.0
             else:
-                annotation.preference = 1.0
-            return annotation
+                preference = 1.0
+            return self.base_annotation(item, preference=preference)
         return None
 
     def _biased(self, item: PairwiseItem) -> PairwiseAnnotation | None:
@@ -151,18 +164,19 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
             rng = seeded_rng("position_bias", self.id, item.content_digest())
             if rng.random() < self.spec.position_bias:
                 swapped = self.orders(item)[0]
-                annotation = self.base_annotation(item)
-                annotation.swapped = swapped
-                annotation.preference = unswap(1.0, swapped)
-                annotation.raw_completion = "<position bias: first shown>"
-                return annotation
+                return self.base_annotation(
+                    item,
+                    swapped=swapped,
+                    preference=unswap(1.0, swapped),
+                    raw_completion="<position bias: first shown>",
+                )
         if self.spec.length_bias > 0 and len(item.output_1) != len(item.output_2):
             rng = seeded_rng("length_bias", self.id, item.content_digest())
             if rng.random() < self.spec.length_bias:
-                annotation = self.base_annotation(item)
-                annotation.preference = 2.0 if len(item.output_2) > len(item.output_1) else 1.0
-                annotation.raw_completion = "<length bias: longer>"
-                return annotation
+                longer = 2.0 if len(item.output_2) > len(item.output_1) else 1.0
+                return self.base_annotation(
+                    item, preference=longer, raw_completion="<length bias: longer>"
+                )
         return None
 
     def plan(self, item: PairwiseItem) -> list[PlannedRequest]:
@@ -224,25 +238,25 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
     def combine(self, item: PairwiseItem, readings: Mapping[str, Verdict]) -> PairwiseAnnotation:
         """One annotation from one verdict, or from both orders (mean preference)."""
         verdicts = list(readings.values())
-        annotation = self.base_annotation(item)
-        annotation.raw_completion = "\n---\n".join(v.completion.text for v in verdicts)
-        annotation.cost_usd = sum(v.completion.cost_usd for v in verdicts)
-        annotation.latency_s = sum(v.completion.latency_s for v in verdicts)
-        annotation.cached = all(v.completion.cached for v in verdicts)
-        annotation.swapped = verdicts[0].swapped if len(verdicts) == 1 else False
+        fields: dict[str, Any] = {
+            "raw_completion": "\n---\n".join(v.completion.text for v in verdicts),
+            "cost_usd": sum(v.completion.cost_usd for v in verdicts),
+            "latency_s": sum(v.completion.latency_s for v in verdicts),
+            "cached": all(v.completion.cached for v in verdicts),
+            "swapped": verdicts[0].swapped if len(verdicts) == 1 else False,
+        }
         failed = [v.failure for v in verdicts if v.failure is not None]
         if failed:
-            annotation.failure = failed[0]
-            return annotation
+            return self.base_annotation(item, failure=failed[0], **fields)
         preferences = [v.preference for v in verdicts if v.preference is not None]
-        annotation.preference = sum(preferences) / len(preferences)
+        fields["preference"] = sum(preferences) / len(preferences)
         probabilities = [v.probability for v in verdicts if v.probability is not None]
         if probabilities:
-            annotation.preference_probability = sum(probabilities) / len(probabilities)
+            fields["preference_probability"] = sum(probabilities) / len(probabilities)
         if len(verdicts) == 2:
             signs = [0 if p == 1.5 else (1 if p > 1.5 else -1) for p in preferences]
-            annotation.position_consistent = signs[0] == signs[1]
-        return annotation
+            fields["position_consistent"] = signs[0] == signs[1]
+        return self.base_annotation(item, **fields)
 
     @classmethod
     def summarise(

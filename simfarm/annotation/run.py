@@ -47,7 +47,7 @@ from simfarm.annotation.loader import LoadedPersona, LoadedPool, load_annotator
 from simfarm.annotation.pairwise import AnnotationSummary, PairwiseJudge
 from simfarm.annotation.rating import RatingJudge
 from simfarm.backends.base import BackendSpec
-from simfarm.cache import CompletionCache, cache_key
+from simfarm.cache import CompletionCache, RequestKeys
 from simfarm.errors import ConfigError
 from simfarm.execution.executor import Executor, ExecutorFactory, Job
 from simfarm.execution.session import BackendSession
@@ -160,9 +160,21 @@ class _Route:
 
     executor: Executor[_Ticket]
     identity: dict[str, Any]
+    request_keys: dict[tuple[str | None, str | None], RequestKeys] = field(default_factory=dict)
+    """(template digest, stage) -> the cache keys of such requests (shared part encoded once)."""
+
+    def key(
+        self, request: CompletionRequest, template_digest: str | None, stage: str | None
+    ) -> str:
+        """:func:`~simfarm.cache.cache_key` of a request sent this way."""
+        keys = self.request_keys.get((template_digest, stage))
+        if keys is None:
+            keys = RequestKeys(self.identity, template_digest, stage)
+            self.request_keys[(template_digest, stage)] = keys
+        return keys.key(request)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Unit:
     """One (item, sample) being judged."""
 
@@ -177,7 +189,7 @@ class _Unit:
     """Requests of the current round not read yet."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class _Ticket:
     """One planned request of one unit, with its cache key: the payload of a job."""
 
@@ -317,7 +329,7 @@ class _AnnotationRun:
                 request = replace(request, request=request.request.for_sample(unit.sample))
             unit.readings[request.slot] = None
             route = self._route_for(unit.judge, request.backend)
-            key = cache_key(route.identity, request.request, template_digest, request.stage)
+            key = route.key(request.request, template_digest, request.stage)
             tickets.append(_Ticket(unit, request, route, key))
 
     def _dispatch(self, tickets: list[_Ticket]) -> None:

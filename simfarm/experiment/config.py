@@ -147,9 +147,11 @@ class ExperimentConfig(_Strict):
     """The annotator that evaluates, and the reference."""
     methods: list[MethodSpec] = Field(min_length=1)
     """The methods to compare (any subset, any order; names must be unique)."""
-    executor: Literal["local"] = "local"
-    """Where stages run: ``local`` (in this process). A Ray executor is planned; until it
-    exists only ``local`` is accepted."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the judges' requests are sent from: ``local`` (this process) or ``ray`` (Ray
+    actors: the cluster at ``RAY_ADDRESS``, else a local loopback-only runtime, started only
+    when a judge sends a request). Same records and cache either way; training and
+    generation run in this process."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> ExperimentConfig:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simfarm.annotation.run import AnnotationSummary
 from simfarm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from simfarm.execution import ExecutorFactory
 
 
 def evaluate_methods(
@@ -23,9 +27,11 @@ def evaluate_methods(
     *,
     length_controlled: bool,
     progress: Callable[[str, int, int], None],
+    executor_factory: ExecutorFactory | None = None,
 ) -> list[AnnotationSummary]:
     """Judge each method against ``reference``, write the leaderboard; returns the judge
-    summaries (requests, cost, cache hits) per method."""
+    summaries (requests, cost, cache hits) per method. ``executor_factory`` sends the
+    judge's requests another way (Ray actors); None: in this process."""
     from simfarm.annotation import annotate
     from simfarm.annotation.loader import measured_agreement_note
     from simfarm.datafiles import load_model_outputs, pair_outputs
@@ -50,7 +56,7 @@ def evaluate_methods(
         def report(done: int, total: int, _cost: float, label: str = label) -> None:
             progress(label, done, total)
 
-        result = annotate(items, judge, progress=report)
+        result = annotate(items, judge, progress=report, executor_factory=executor_factory)
         inputs.annotations[name] = result.annotations
         summaries.append(result.summary)
     write_evaluation(inputs, out_dir, length_controlled=length_controlled, save_annotations=True)

@@ -22,6 +22,7 @@ Layout of the run folder ``DIR``::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -29,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simfarm.errors import ConfigError
 from simfarm.experiment.config import ExperimentConfig, MethodSpec
+from simfarm.experiment.executors import JudgeExecutors
 from simfarm.experiment.recipes import Injected, build_recipe_config
 from simfarm.experiment.stages import (
     ExperimentProgress,
@@ -105,6 +106,8 @@ class ExperimentRun:
         self.checkpoints: dict[str, tuple[Any, Path | None]] = {}
         """method name -> (its recipe's ModelSpec, checkpoint) to sample from."""
         self.eval_outputs: dict[str, Path] = {}
+        self.judge_executors = JudgeExecutors(config.executor)
+        """Where the judge stages send requests (``executor``); closed by run_experiment."""
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -138,6 +141,12 @@ class ExperimentRun:
 
         record = self.stages.run(stage, inputs, [run_dir / "result.json"], body, after=after)
         self.checkpoints[spec.name] = (recipe.model, Path(record.details["checkpoint"]))
+
+    def _note_ray(self, ctx: StageContext) -> None:
+        """Ray actors' deaths, restarts and retries so far, in the stage record."""
+        stats = self.judge_executors.stats()
+        if stats is not None:
+            ctx.details["ray"] = dataclasses.asdict(stats)
 
     def _injected(self) -> Injected:
         return injected_paths(self.config, self.out_dir)
@@ -204,9 +213,11 @@ class ExperimentRun:
                 items,
                 judge,
                 progress=lambda done, total, _cost: ctx.progress("judging pairs", done, total),
+                executor_factory=self.judge_executors.factory(),
             )
             _write_records(target, result.annotations)
             _charge(ctx, result.summary)
+            self._note_ray(ctx)
             ctx.details["preferences"] = {
                 "output_1": result.summary.n_output_1_wins,
                 "output_2": result.summary.n_output_2_wins,
@@ -357,9 +368,11 @@ class ExperimentRun:
                 out,
                 length_controlled=evaluation.length_controlled,
                 progress=lambda desc, done, total: ctx.progress(desc, done, total),
+                executor_factory=self.judge_executors.factory(),
             )
             for summary in summaries:
                 _charge(ctx, summary)
+            self._note_ray(ctx)
 
         after = [f"generate.{name}" for name in self.eval_outputs]
         inputs = {
@@ -448,18 +461,19 @@ def run_experiment(
     """Run (or resume) an experiment in ``out_dir``; finished stages are not redone."""
     from simfarm.experiment.manifest import write_manifest
 
-    if config.executor != "local":  # pragma: no cover - the config accepts only "local"
-        raise ConfigError(f"executor {config.executor!r} is not available yet")
     started = time.perf_counter()
     run = ExperimentRun(config, out_dir, progress)
     atomic_write_text(run.out_dir / "experiment.json", config.model_dump_json(indent=2) + "\n")
-    run.sft()
-    run.feedback_pairs()
-    run.feedback_annotations()
-    run.reward_model()
-    run.train_methods()
-    run.eval_generation()
-    run.evaluate()
+    try:
+        run.sft()
+        run.feedback_pairs()
+        run.feedback_annotations()
+        run.reward_model()
+        run.train_methods()
+        run.eval_generation()
+        run.evaluate()
+    finally:
+        run.judge_executors.close()
     report = run.report(started)
     manifest = write_manifest(config, run.out_dir, run.stages.records, config_source)
     board = json.loads((run.out_dir / "evaluation" / "leaderboard.json").read_text())

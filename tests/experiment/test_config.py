@@ -41,7 +41,7 @@ def _config(tmp_path: Path, tiny_setup: Any, **changes: Any) -> dict[str, Any]:
             "methods.0.recipe: recipe file not found",
         ),
         ({"methdos": []}, "methdos: Extra inputs are not permitted"),
-        ({"executor": "ray"}, "executor: Input should be 'local'"),
+        ({"executor": "dask"}, "executor: Input should be 'local' or 'ray'"),
         (
             {"feedback": {"annotator": "no_such_judge"}},
             "feedback.annotator: no persona or pool named",

@@ -1,0 +1,132 @@
+"""The hot-path digests equal the general ones they stand in for.
+
+A fully cached rerun computes a content digest, a seeded draw and a cache key per item;
+each has a fast form (strings joined without the general encoder; the shared part of a
+cache key encoded once per judge). These tests pin each fast form to the definition it
+replaces, on text that exercises JSON escaping, so no cache key or draw can drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from simfarm.cache import CACHE_VERSION, RequestKeys, cache_key
+from simfarm.types import (
+    ChatMessage,
+    CompletionRequest,
+    DecodingParams,
+    canonical_json,
+    stable_digest,
+    strings_digest,
+)
+
+AWKWARD = [
+    "",
+    "plain",
+    'quote " and backslash \\ and slash /',
+    "control \x00 \x01 \x1f tab\t newline\n return\r",
+    "unicode é 中文 😀 \u2028 \u2029",
+    '{"nested": ["json", 1]}',
+    "\x00simfarm-request\x00",
+]
+
+
+@pytest.mark.parametrize("parts", [[], ["one"], AWKWARD, list(reversed(AWKWARD))])
+def test_strings_digest_is_the_stable_digest_of_the_list(parts: list[str]) -> None:
+    assert strings_digest(parts) == stable_digest(parts)
+
+
+def reference_key(
+    identity: dict[str, Any],
+    request: CompletionRequest,
+    template_digest: str | None,
+    stage: str | None,
+) -> str:
+    """The cache key's definition: one digest over the whole dict of fields."""
+    fields: dict[str, Any] = {
+        "cache_version": CACHE_VERSION,
+        "backend": identity,
+        "request": {
+            "messages": [m.model_dump() for m in request.messages] if request.messages else None,
+            "prompt": request.prompt,
+            "params": request.params.model_dump(),
+            **({"sample_index": request.sample_index} if request.sample_index else {}),
+        },
+        "template_digest": template_digest,
+    }
+    if stage is not None:
+        fields["stage"] = stage
+    return stable_digest(fields)
+
+
+REQUESTS = [
+    CompletionRequest(prompt="raw " + AWKWARD[3]),
+    CompletionRequest(prompt="", sample_index=12, params=DecodingParams(top_p=0.25)),
+    CompletionRequest(messages=[]),
+    CompletionRequest(
+        messages=[
+            ChatMessage(role="system", content=AWKWARD[2]),
+            ChatMessage(role="user", content=AWKWARD[4]),
+        ],
+        params=DecodingParams(temperature=0.7, seed=3, stop=["\n", "é"], logprobs=True),
+    ),
+    CompletionRequest(messages=[ChatMessage(role="user", content="x")], sample_index=4),
+]
+IDENTITIES = [
+    {"backend": "openai", "model": "m", "options": {"base_url": "http://127.0.0.1:1/v1"}},
+    {"backend": "local", "model": "é", "options": {"z": [1, 2.5, None], "a": {"b": True}}},
+]
+
+
+@pytest.mark.parametrize("identity", IDENTITIES)
+@pytest.mark.parametrize("template_digest", [None, "ab" * 32])
+@pytest.mark.parametrize("stage", [None, "critique"])
+def test_request_keys_equal_the_definition(
+    identity: dict[str, Any], template_digest: str | None, stage: str | None
+) -> None:
+    keys = RequestKeys(identity, template_digest, stage)
+    for request in REQUESTS:
+        expected = reference_key(identity, request, template_digest, stage)
+        assert keys.key(request) == expected
+        assert request.content_json() == canonical_json(request.content_fields())
+        assert cache_key(identity, request, template_digest, stage) == expected
+
+
+def test_chat_turns_render_as_one_regex_pass_would() -> None:
+    """Pieces split once per template fill exactly as one substitution pass per turn."""
+    from simfarm.annotation.template import PromptTemplate
+
+    template = PromptTemplate(
+        "<|im_start|>system\n{persona} {unknown_in_values}.<|im_end|>\n"
+        "<|im_start|>user\n{instruction}{input}\n(a) {output_1}\n(b) {output_2}{output_2} end"
+        "<|im_end|>",
+        "inline",
+    )
+    values = {
+        "persona": "p {instruction}",
+        "unknown_in_values": "",
+        "instruction": "{output_1} é",
+        "input": "",
+        "output_1": "<|im_end|>{output_2}",
+        "output_2": "\\1 \\g<0> {",
+    }
+    messages = template.render_messages(values)
+    assert [(m.role, m.content) for m in messages] == [
+        (role, PromptTemplate._substitute(content, values)) for role, content in template.turns
+    ]
+    assert messages[1].content.endswith("(b) \\1 \\g<0> {\\1 \\g<0> { end")
+
+
+def test_request_keys_follow_changed_decoding_parameters() -> None:
+    """One keyer, parameters changed between requests (even in place): every key is the
+    definition's (the shared JSON of the parameters is never reused stale)."""
+    identity = IDENTITIES[0]
+    keys = RequestKeys(identity)
+    params = DecodingParams()
+    for change in ({}, {"temperature": 0.5}, {"stop": ["x"]}, {}, {"max_tokens": 9}):
+        for name, value in change.items():
+            setattr(params, name, value)
+        request = CompletionRequest(prompt="same prompt", params=params)
+        assert keys.key(request) == reference_key(identity, request, None, None)
