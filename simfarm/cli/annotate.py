@@ -52,7 +52,11 @@ def annotate(
         str | None, typer.Option(help="Reference outputs (same formats), paired by instruction.")
     ] = None,
     pairs: Annotated[
-        str | None, typer.Option(help="A pairs file (instruction, output_1, output_2, ...).")
+        str | None,
+        typer.Option(
+            help="A pairs file (instruction, output_1, output_2, ...). For a hindsight persona: "
+            "scenario instances (JSONL; default: the scenario's own), judged pair by pair."
+        ),
     ] = None,
     annotators_dir: AnnotatorsDirs = None,
     model: Annotated[str | None, typer.Option(help="Override the persona's model.")] = None,
@@ -97,7 +101,9 @@ def annotate(
 
     Pairwise personas and relative critiques judge pairs (--pairs, or --model-outputs with
     --reference-outputs); rating personas and absolute critiques judge each output of
-    --model-outputs on its own (--reference-outputs then gives their reference answers)."""
+    --model-outputs on its own (--reference-outputs then gives their reference answers);
+    hindsight personas judge every pair of candidate responses of every scenario instance
+    (--pairs, or the scenario's own instances) in foresight and in hindsight."""
     from simfarm.annotation import (
         AnnotationSummary,
         BackendOverrides,
@@ -109,6 +115,11 @@ def annotate(
         judges_single_outputs,
         print_feedback_summary,
         single_items,
+    )
+    from simfarm.cli.hindsight_inputs import (
+        hindsight_pairs,
+        is_hindsight,
+        print_hindsight_summary,
     )
     from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import (
@@ -143,21 +154,22 @@ def annotate(
         policy = check_policy(on_bad_record)
         issues: list[RecordIssue] = []
         loaded = load_annotator(persona, annotators_dir)
-        kinds = (
-            {loaded.spec.kind}
-            if loaded.spec.kind != "pool"
-            else {
-                member.spec.kind
-                for member, _ in loaded.members  # type: ignore[union-attr]
-            }
-        )
-        if "hindsight" in kinds:
-            raise SimfarmError(
-                f"{persona} gives hindsight feedback on scenario instances, not pairs: run "
-                f"`simfarm hindsight report --annotator {persona} --out DIR`"
-            )
+        scenario: str | None = None  # hindsight personas: the scenario judged
+        annotator: Any = loaded
         items: list[Any]
-        if judges_single_outputs(loaded):
+        if is_hindsight(loaded):
+            if model_outputs or reference_outputs or both_orders:
+                raise SimfarmError(
+                    f"{loaded.spec.id} judges pairs of a scenario's candidate responses (in a "
+                    "seeded random order): give --pairs with scenario instances (JSONL), or "
+                    "nothing for the scenario's own; not --model-outputs, --reference-outputs "
+                    "or --both-orders"
+                )
+            annotator, first, items = hindsight_pairs(
+                loaded, persona, Path(pairs) if pairs is not None else None
+            )
+            scenario = first.scenario.spec.id
+        elif judges_single_outputs(loaded):
             if pairs is not None or model_outputs is None:
                 raise SimfarmError(
                     f"{loaded.spec.id} judges one output at a time: give --model-outputs "
@@ -197,7 +209,7 @@ def annotate(
         if limit is not None:
             items = items[:limit]
         if both_orders:
-            loaded = with_both_orders(loaded)
+            annotator = with_both_orders(loaded)
         options: dict[str, Any] = {}
         if base_url:
             options["base_url"] = base_url
@@ -216,7 +228,7 @@ def annotate(
         ):
             result = run_annotation(
                 cast("list[Any]", items),
-                loaded,
+                annotator,
                 use_cache=not no_cache,
                 cache_path=cache_path,
                 backend_overrides=overrides,
@@ -233,11 +245,13 @@ def annotate(
         raise typer.Exit(code=130) from None
     except (SimfarmError, OSError) as error:
         raise fail(error) from None
-    if not isinstance(result.summary, AnnotationSummary):
+    if scenario is not None:
+        print_hindsight_summary(result.summary, scenario, out)
+    elif not isinstance(result.summary, AnnotationSummary):
         print_feedback_summary(result.summary, out)
     else:
         _print_summary(result.summary, out, ray_stats)
-    what = "pairs" if isinstance(result.summary, AnnotationSummary) else "items"
+    what = "pairs" if scenario or isinstance(result.summary, AnnotationSummary) else "items"
     failures = [a.failure for a in result.annotations if a.failure]
     exit_if_failed(failures, len(result.annotations), what)
 

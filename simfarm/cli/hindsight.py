@@ -18,6 +18,7 @@ from simfarm.cli.common import (
     fail,
     interrupted,
 )
+from simfarm.cli.hindsight_inputs import pct
 from simfarm.errors import SimfarmError
 
 app = typer.Typer(help="Hindsight simulation (RLHS): foresight vs hindsight feedback.")
@@ -49,33 +50,17 @@ def report(
 ) -> None:
     """Judge every pair of responses of every scenario instance in foresight and in
     hindsight; report how often each picks the response with the higher true utility."""
-    from simfarm.annotation import (
-        BackendOverrides,
-        JudgePool,
-        annotate,
-        judges_for,
-        load_annotator,
-    )
-    from simfarm.annotation.hindsight import HindsightJudge
-    from simfarm.annotation.scenario import pairs_of
+    from simfarm.annotation import BackendOverrides, annotate, load_annotator
+    from simfarm.cli.hindsight_inputs import hindsight_pairs
     from simfarm.cli.progress import annotation_progress
     from simfarm.datafiles import write_records
-    from simfarm.errors import ConfigError
     from simfarm.evaluation.hindsight_report import build_report, write_report
 
     try:
         loaded = load_annotator(annotator, annotators_dir)
         if scenario is not None:
             loaded = _with_scenario(loaded, scenario)
-        judge = judges_for(loaded)
-        members = list(judge.judges) if isinstance(judge, JudgePool) else [judge]
-        hindsight_judges = [m for m in members if isinstance(m, HindsightJudge)]
-        if len(hindsight_judges) != len(members):
-            raise ConfigError(f"{annotator}: not a hindsight persona (kind: hindsight)")
-        if len({m.scenario.path.resolve() for m in hindsight_judges}) > 1:
-            raise ConfigError(f"{annotator}: pool members use different scenarios")
-        first = hindsight_judges[0]
-        items = pairs_of(first.scenario.spec.id, first.scenario.load_instances(instances))
+        judge, first, items = hindsight_pairs(loaded, annotator, instances)
         if limit is not None:
             items = items[:limit]
         options: dict[str, Any] = {}
@@ -106,16 +91,12 @@ def report(
         raise fail(error) from None
     console.print(
         f"{built.annotator} on {built.scenario}: {built.n_decisive} decisive pairs; agreement "
-        f"with the true utility: foresight {_pct(built.foresight_agreement)}, hindsight "
-        f"{_pct(built.hindsight_agreement)}; requests sent {built.requests_sent}, cache hits "
+        f"with the true utility: foresight {pct(built.foresight_agreement)}, hindsight "
+        f"{pct(built.hindsight_agreement)}; requests sent {built.requests_sent}, cache hits "
         f"{built.cache_hits}; written to {out}",
         highlight=False,
     )
     exit_if_failed([a.failure for a in result.annotations if a.failure], len(items))
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _with_scenario(loaded: Any, scenario: str) -> Any:

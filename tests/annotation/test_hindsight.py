@@ -281,12 +281,3 @@ def test_hindsight_on_the_embedded_model(tmp_path: Path) -> None:
 def test_a_hindsight_judge_is_a_judge_of_its_own_kind() -> None:
     judge = judges_for(load_annotator("hindsight_shopping"))
     assert isinstance(judge, HindsightJudge) and judge.kind == "hindsight"
-
-
-def test_annotate_points_a_hindsight_persona_to_its_command(tmp_path: Path) -> None:
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"instruction": "q", "output_1": "a", "output_2": "bb"}) + "\n")
-    args = ["annotate", "--persona", "hindsight_shopping", "--pairs", str(pairs)]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o.jsonl")])
-    assert result.exit_code == 2
-    assert "simfarm hindsight report --annotator hindsight_shopping" in result.output
