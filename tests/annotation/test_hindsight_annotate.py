@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from simfarm.cli import app
@@ -77,12 +78,37 @@ def test_annotate_reads_scenario_instances_from_pairs(tmp_path: Path) -> None:
     with start_server(policy="longest") as server:
         persona = hindsight_persona(tmp_path, server)
         args = annotate_args(persona, tmp_path / "o.json", tmp_path / "c.sqlite")
-        result = runner.invoke(app, [*args, "--pairs", str(instances), "--limit", "5"])
+        result = runner.invoke(app, [*args, "--pairs", str(instances)])
         assert result.exit_code == 0, result.output
-        assert server.stats()["requests"] == 10
+        assert server.stats()["requests"] == 24
+        limited = annotate_args(persona, tmp_path / "l.jsonl", tmp_path / "c.sqlite")
+        result = runner.invoke(app, [*limited, "--pairs", str(instances), "--limit", "5"])
+        assert result.exit_code == 0, result.output
+        assert server.stats()["requests"] == 24  # a subset of the cached pairs
     records = json.loads((tmp_path / "o.json").read_text())
     ids = {i["id"] for i in generate_instances(2)}
-    assert len(records) == 5 and {r["instance_id"] for r in records} <= ids
+    assert len(records) == 12 and {r["instance_id"] for r in records} == ids
+    assert len(read_jsonl(tmp_path / "l.jsonl")) == 5
+
+
+def test_annotate_with_a_pool_of_hindsight_personas(tmp_path: Path) -> None:
+    with start_server(policy="longest") as server:
+        copy = hindsight_persona(tmp_path, server, persona_text="A careful shopper.")
+        copy.rename(tmp_path / "careful.yaml")  # id: the file name
+        pool = {
+            "kind": "pool",
+            "members": [{"persona": "hindsight_shopping"}, {"persona": "careful"}],
+        }
+        (tmp_path / "shoppers.yaml").write_text(yaml.safe_dump(pool))
+        args = annotate_args("shoppers", tmp_path / "o.jsonl", tmp_path / "c.sqlite")
+        more = ["--annotators-dir", str(tmp_path), "--base-url", server.base_url]
+        result = runner.invoke(app, [*args, *more])
+        assert result.exit_code == 0, result.output
+        assert server.stats()["requests"] == 144
+    records = read_jsonl(tmp_path / "o.jsonl")
+    assert len(records) == 72 and {r["pool"] for r in records} == {"shoppers"}
+    assert {r["annotator"] for r in records} == {"hindsight_shopping", "careful"}
+    assert all(r["hindsight_preference"] in (1.0, 2.0) for r in records)
 
 
 def test_annotate_names_the_line_and_field_of_a_bad_instance(tmp_path: Path) -> None:
