@@ -120,6 +120,17 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
                 annotation.preference = float(rng.choice((1, 2)))
                 annotation.raw_completion = "<label noise: fair coin>"
                 return annotation
+        if self.spec.rule == "distilled":
+            from simfarm.annotation.distilled import embedded_tokenizer, load_head
+
+            assert self.spec.head is not None  # the persona validator guarantees it
+            annotation = self.base_annotation(item)
+            probability = load_head(self.spec.head).probability(
+                embedded_tokenizer(), item.output_1, item.output_2
+            )
+            annotation.preference = 1.0 + probability
+            annotation.preference_probability = probability
+            return annotation
         if self.spec.rule is not None:
             annotation = self.base_annotation(item)
             len_1, len_2 = len(item.output_1), len(item.output_2)
