@@ -32,14 +32,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from simfarm.annotation.distilled import surface_counts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca_eval"
 GPT4_DIR = DATA / "annotations_alpaca_eval_gpt4"
@@ -71,18 +71,8 @@ def load_pairs() -> list[dict[str, Any]]:
     return pairs
 
 
-_SURFACE = {
-    "list": re.compile(r"^\s*(?:[-*•]|\d+[.)])\s", re.M),
-    "header": re.compile(r"^\s*#{1,6}\s", re.M),
-    "bold": re.compile(r"\*\*[^*]+\*\*"),
-    "code": re.compile(r"```"),
-    "refusal": re.compile(r"\b(?:I'm sorry|I am sorry|I cannot|I can't|as an AI)\b", re.I),
-    "newline": re.compile(r"\n"),
-}
-
-
 def surface(text: str) -> np.ndarray:
-    return np.array([math.log1p(len(p.findall(text))) for p in _SURFACE.values()])
+    return surface_counts(text)  # the shipped judge's own features
 
 
 def length_features(pairs: list[dict[str, Any]]) -> np.ndarray:
