@@ -143,6 +143,16 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
         biased = self._biased(item)
         if biased is not None:
             return biased
+        if self.spec.rule == "distilled":
+            from simfarm.annotation.distilled import embedded_tokenizer, load_head
+
+            assert self.spec.head is not None  # the persona validator guarantees it
+            probability = load_head(self.spec.head).probability(
+                embedded_tokenizer(), item.output_1, item.output_2
+            )
+            return self.base_annotation(
+                item, preference=1.0 + probability, preference_probability=probability
+            )
         if self.spec.rule is not None:
             len_1, len_2 = len(item.output_1), len(item.output_2)
             longer_wins = self.spec.rule == "longest"

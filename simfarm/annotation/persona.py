@@ -24,7 +24,7 @@ from simfarm.annotation.scenario import HindsightPersona
 from simfarm.backends.base import BackendSpec
 from simfarm.types import DecodingParams
 
-RuleName = Literal["longest", "shortest"]
+RuleName = Literal["longest", "shortest", "distilled"]
 
 
 class MeasuredAgreement(BaseModel):
@@ -55,7 +55,12 @@ class PairwisePersona(BaseModel):
     description: str = ""
     """What this persona models, for humans reading ``simfarm personas list``."""
     rule: RuleName | None = None
-    """A model-free judge (``longest``: the AlpacaEval length baseline). Excludes ``backend``."""
+    """A judge without an LLM call (``longest``: the AlpacaEval length baseline;
+    ``distilled``: a trained head, see ``head``). Excludes ``backend``."""
+    head: str | None = None
+    """For ``rule: distilled``: the trained head, a name shipped in
+    ``simfarm/annotation/distilled_heads`` or a path to its ``.npz``
+    (:mod:`simfarm.annotation.distilled`)."""
     backend: BackendSpec | None = None
     """Which LLM answers (name, model, options)."""
     prompt_template: str | None = None
@@ -110,6 +115,8 @@ class PairwisePersona(BaseModel):
             )
         if self.rule is not None and self.backend is not None:
             raise ValueError("`rule` and `backend` exclude each other")
+        if (self.rule == "distilled") != (self.head is not None):
+            raise ValueError("`head` goes with `rule: distilled`, and it needs one")
         return self
 
 

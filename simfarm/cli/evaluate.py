@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -39,6 +39,9 @@ from simfarm.cli.executor_options import (
 )
 from simfarm.cli.overrides import BaseUrlOverride, ModelOverride, annotate_with_overrides
 from simfarm.errors import SimfarmError
+
+if TYPE_CHECKING:
+    from simfarm.evaluation.difficulty import InstructionDifficulty
 
 
 def evaluate(
@@ -82,8 +85,21 @@ def evaluate(
         ),
     ] = None,
     difficulty_method: Annotated[
-        str, typer.Option(help="How to estimate instruction difficulty: joint_glm or logit_mean.")
-    ] = "joint_glm",
+        str,
+        typer.Option(
+            help="How to estimate instruction difficulty offline: notebook_joint (alpaca_eval's "
+            "joint fit), joint_glm or logit_mean."
+        ),
+    ] = "notebook_joint",
+    published_difficulty: Annotated[
+        bool,
+        typer.Option(
+            "--published-difficulty",
+            help="Use alpaca_eval's published difficulty and gamed-baseline annotations from "
+            "the Hugging Face hub (cached): alpaca_eval's LC exactly, for AlpacaEval "
+            "instructions judged against gpt4_1106_preview.",
+        ),
+    ] = False,
     no_lc: Annotated[
         bool, typer.Option("--no-lc", help="Skip the length-controlled win rate.")
     ] = False,
@@ -115,7 +131,7 @@ def evaluate(
     """
     from simfarm.annotation import annotate_pairs
     from simfarm.cli.progress import runs_progress
-    from simfarm.evaluation.difficulty import DIFFICULTY_METHODS, load_difficulty
+    from simfarm.evaluation.difficulty import DIFFICULTY_METHODS
     from simfarm.evaluation.run_evaluation import (
         failed_annotations,
         from_annotation_files,
@@ -183,7 +199,7 @@ def evaluate(
             inputs,
             out,
             length_controlled=not no_lc,
-            difficulty=load_difficulty(difficulty) if difficulty else None,
+            difficulty=_chosen_difficulty(difficulty, published_difficulty),
             difficulty_method=difficulty_method,  # type: ignore[arg-type]
             save_annotations=bool(model_outputs),
             provenance=current_provenance(
@@ -258,3 +274,15 @@ def _named_judges_agreement(
         if note:
             notes.append(note)
     return notes
+
+
+def _chosen_difficulty(stored: Path | None, published: bool) -> InstructionDifficulty | None:
+    """A stored difficulty file, alpaca_eval's published one, or None (estimate offline)."""
+    from simfarm.evaluation.difficulty import load_difficulty
+    from simfarm.evaluation.published_glm import published_difficulty
+
+    if stored and published:
+        raise SimfarmError("give --difficulty or --published-difficulty, not both")
+    if published:
+        return published_difficulty()
+    return load_difficulty(stored) if stored else None

@@ -6,7 +6,13 @@ Its ``γ_x`` values were fitted once on the whole AlpacaEval leaderboard and are
 published on the Hugging Face hub, so simfarm estimates them from whatever annotations it is
 given (several models judged against one reference on the same instructions):
 
-``joint_glm`` (default)
+``notebook_joint`` (default)
+    alpaca_eval's own estimate (its ``notebooks/instruction_difficulty.ipynb``): one logistic
+    regression over every annotation with a length slope and a bias per model, one effect per
+    instruction and the not-gamed term; the instruction effects are the difficulty (first
+    instruction fixed at 0). See :func:`_notebook_joint`. Measured on the shared AlpacaEval
+    annotations it lands closest to the published LC values (``bench/lc_fidelity.py``).
+``joint_glm``
     One logistic regression over every (model, instruction) annotation:
     ``P(model beats reference on x) = σ(θ_model + γ_x)`` with soft labels ``preference - 1``
     (each row entered twice, as label 1 with weight ``p`` and label 0 with weight ``1 - p``,
@@ -34,16 +40,17 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from simfarm.errors import ConfigError
 from simfarm.types import PairwiseAnnotation, Record
 
-DifficultyMethod = Literal["joint_glm", "logit_mean"]
-DIFFICULTY_METHODS: tuple[str, ...] = ("joint_glm", "logit_mean")
+DifficultyMethod = Literal["notebook_joint", "joint_glm", "logit_mean"]
+DIFFICULTY_METHODS: tuple[str, ...] = ("notebook_joint", "joint_glm", "logit_mean")
 JOINT_GLM_C = 1.0
+NOTEBOOK_JOINT_C = 1.0
 LOGIT_MEAN_CLIP = 1e-3
 
 InstructionKey = tuple[str, str]
@@ -61,6 +68,21 @@ class DifficultyEntry(Record):
     """How many models' annotations of this instruction informed the value."""
 
 
+REGULARIZE_TO_BASELINE_LAMBDA = 0.2
+"""alpaca_eval's ``length_controlled_v1`` weight of the gamed rows (half to each variant)."""
+
+
+class GamedBaselines(Record):
+    """Annotations of the gamed reference variants, as alpaca_eval stores them: the features
+    of each row are precomputed (its ``std_delta_len`` was standardised on its own model)."""
+
+    std_delta_len: list[float]
+    instruction_difficulty: list[float]
+    preference: list[float]
+    """In [0, 1] (1: the gamed variant won); NaN rows are dropped before fitting, as there."""
+    regularize_to_baseline_lambda: float = REGULARIZE_TO_BASELINE_LAMBDA
+
+
 class InstructionDifficulty(Record):
     """Per-instruction difficulty values and how they were obtained."""
 
@@ -68,6 +90,9 @@ class InstructionDifficulty(Record):
     """``joint_glm``, ``logit_mean``, or where they were loaded from."""
     models: list[str]
     entries: list[DifficultyEntry]
+    gamed: GamedBaselines | None = None
+    """alpaca_eval's gamed-baseline annotations (:mod:`.published_glm`): when present, every
+    model's LC fit is regularised towards them, as alpaca_eval's ``length_controlled_v1``."""
 
     def lookup(self) -> dict[InstructionKey, float]:
         return {(e.instruction, e.input): e.instruction_difficulty for e in self.entries}
@@ -79,14 +104,30 @@ class LCNotComputable(ConfigError):
     the leaderboard's notes, never a crash."""
 
 
+class _Row(NamedTuple):
+    model: int
+    key: InstructionKey
+    target: float
+    """``preference - 1``: 1 when the model won, 0 when the reference did."""
+    delta_len: float
+    """``len(reference output) - len(model output)`` in characters (alpaca_eval's sign)."""
+    model_len: int
+
+
 def _valid_rows(
     annotations_by_model: Mapping[str, Sequence[PairwiseAnnotation]],
-) -> tuple[list[str], list[tuple[int, InstructionKey, float]]]:
+) -> tuple[list[str], list[_Row]]:
     models: list[str] = []
-    rows: list[tuple[int, InstructionKey, float]] = []
+    rows: list[_Row] = []
     for model, model_annotations in annotations_by_model.items():
         usable = [
-            (instruction_key(a), a.preference - 1.0)
+            _Row(
+                len(models),
+                instruction_key(a),
+                a.preference - 1.0,
+                float(len(a.output_1) - len(a.output_2)),
+                len(a.output_2),
+            )
             for a in model_annotations
             if a.generator_1 != a.generator_2
             and a.preference is not None
@@ -95,13 +136,13 @@ def _valid_rows(
         if not usable:
             continue
         models.append(model)
-        rows.extend((len(models) - 1, key, target) for key, target in usable)
+        rows.extend(usable)
     return models, rows
 
 
 def estimate_difficulty(
     annotations_by_model: Mapping[str, Sequence[PairwiseAnnotation]],
-    method: DifficultyMethod = "joint_glm",
+    method: DifficultyMethod = "notebook_joint",
 ) -> InstructionDifficulty:
     """Difficulty of every instruction seen in ``annotations_by_model`` (see module doc).
 
@@ -112,12 +153,20 @@ def estimate_difficulty(
     models, rows = _valid_rows(annotations_by_model)
     if not rows:
         raise ConfigError("no valid annotation to estimate instruction difficulty from")
-    keys = sorted({key for _, key, _ in rows})
+    if method == "notebook_joint":
+        # The notebook drops empty model outputs before fitting (``len_2 != 0``).
+        rows = [r for r in rows if r.model_len > 0] or rows
+    # Instructions in the order first seen (the benchmark's order, alpaca_eval's ``index``):
+    # the notebook's dummy coding takes the first as its reference level.
+    keys = list(dict.fromkeys(r.key for r in rows))
     key_index = {key: i for i, key in enumerate(keys)}
-    model_idx = np.array([m for m, _, _ in rows])
-    inst_idx = np.array([key_index[k] for _, k, _ in rows])
-    target = np.array([p for _, _, p in rows])
-    if method == "joint_glm":
+    model_idx = np.array([r.model for r in rows])
+    inst_idx = np.array([key_index[r.key] for r in rows])
+    target = np.array([r.target for r in rows])
+    if method == "notebook_joint":
+        delta = np.array([r.delta_len for r in rows])
+        values = _notebook_joint(model_idx, inst_idx, target, delta, len(models), len(keys))
+    elif method == "joint_glm":
         values = _joint_glm(model_idx, inst_idx, target, len(models), len(keys))
     else:
         sums = np.bincount(inst_idx, weights=target, minlength=len(keys))
@@ -134,14 +183,103 @@ def estimate_difficulty(
         )
         for i, key in enumerate(keys)
     ]
+    # Instructions whose every annotation failed still belong to the benchmark (the LC
+    # averages over them): they get the prior's value, 0, and n_models = 0.
+    seen = set(keys)
+    for model_annotations in annotations_by_model.values():
+        for a in model_annotations:
+            key = instruction_key(a)
+            if key not in seen and a.generator_1 != a.generator_2:
+                seen.add(key)
+                entries.append(
+                    DifficultyEntry(
+                        instruction=key[0], input=key[1], instruction_difficulty=0.0, n_models=0
+                    )
+                )
     return InstructionDifficulty(method=method, models=models, entries=entries)
+
+
+def _soft_label_fit(design: Any, target: np.ndarray, C: float, what: str) -> np.ndarray:
+    """L2 logistic regression without intercept on soft labels, each row entered twice
+    (label 1 with weight ``p``, label 0 with weight ``1 - p``): alpaca_eval's trick."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    n = target.size
+    features = sparse.vstack([design, design]).tocsr()
+    labels = np.concatenate([np.ones(n), np.zeros(n)])
+    weights = np.concatenate([target, 1.0 - target])
+    keep = weights > 0
+    if np.unique(labels[keep]).size < 2:
+        raise LCNotComputable(
+            f"instruction difficulty ({what}) not computable: every verdict of every model "
+            "is the same, so no LC win rate can be estimated"
+        )
+    # Newton-CG: ~1000 coefficients, converges in a handful of Hessian steps (10x faster
+    # than lbfgs here at the same tolerance).
+    model = LogisticRegression(
+        C=C, fit_intercept=False, solver="newton-cg", max_iter=1000, tol=1e-8
+    )
+    model.fit(features[keep], labels[keep], sample_weight=weights[keep])
+    return np.asarray(model.coef_[0], dtype=float)
+
+
+def _notebook_joint(
+    model_idx: np.ndarray,
+    inst_idx: np.ndarray,
+    target: np.ndarray,
+    delta: np.ndarray,
+    n_models: int,
+    n_inst: int,
+    C: float | None = None,
+) -> np.ndarray:
+    """alpaca_eval's ``instruction_difficulty.ipynb`` joint fit, one logistic regression over
+    every (model, instruction) annotation with the formula
+
+        C(generator_2):np.tanh(rand_delta_len_std_only) + C(generator_2) + C(index)
+        + not_gamed_baseline.astype(float) - 1
+
+    i.e. a length slope and a bias per model (``Δlen`` divided by that model's own standard
+    deviation, not centred), one effect per instruction in treatment coding (the first
+    instruction is the reference level, fixed at 0) and the constant not-gamed term (no gamed
+    baselines here, so it is 1 on every row, as in the notebook's rows of real models). The
+    instruction effects are the difficulty. The notebook fits it with alpaca_eval's L1
+    cross-validated helper; here it is an L2 fit at ``C = 1``, which measured the same or
+    better (any C from 0.1 to 10 ranks the published LC alike, see bench/lc_fidelity.py).
+    The notebook's 1e-4 random jitter on ``Δlen`` (only there to break ties) is left out.
+    """
+    from scipy import sparse
+
+    n = target.size
+    spread = np.ones(n_models)
+    for m in range(n_models):
+        own = delta[model_idx == m]
+        std = float(np.std(own, ddof=1)) if own.size > 1 else 0.0
+        spread[m] = std if std > 0 else 1.0
+    slope = np.tanh(delta / spread[model_idx])
+    inst_rows = np.flatnonzero(inst_idx > 0)
+    rows = np.concatenate([np.arange(n), np.arange(n), inst_rows, np.arange(n)])
+    cols = np.concatenate(
+        [
+            model_idx,
+            n_models + model_idx,
+            2 * n_models + inst_idx[inst_rows] - 1,
+            np.full(n, 2 * n_models + n_inst - 1),
+        ]
+    )
+    values = np.concatenate([slope, np.ones(n), np.ones(inst_rows.size), np.ones(n)])
+    design = sparse.csr_matrix(
+        (values, (rows, cols)), shape=(n, 2 * n_models + n_inst), dtype=float
+    )
+    C = NOTEBOOK_JOINT_C if C is None else C
+    coef = _soft_label_fit(design, target, C, "notebook joint fit")
+    return np.concatenate([[0.0], coef[2 * n_models : 2 * n_models + n_inst - 1]])
 
 
 def _joint_glm(
     model_idx: np.ndarray, inst_idx: np.ndarray, target: np.ndarray, n_models: int, n_inst: int
 ) -> np.ndarray:
     from scipy import sparse
-    from sklearn.linear_model import LogisticRegression
 
     n = target.size
     cols = np.concatenate([model_idx, n_models + inst_idx])
@@ -149,22 +287,7 @@ def _joint_glm(
     design = sparse.csr_matrix(
         (np.ones(2 * n), (rows, cols)), shape=(n, n_models + n_inst), dtype=float
     )
-    features = sparse.vstack([design, design]).tocsr()
-    labels = np.concatenate([np.ones(n), np.zeros(n)])
-    weights = np.concatenate([target, 1.0 - target])
-    keep = weights > 0
-    if np.unique(labels[keep]).size < 2:
-        raise LCNotComputable(
-            "instruction difficulty (joint GLM) not computable: every verdict of every model "
-            "is the same, so no LC win rate can be estimated"
-        )
-    # Newton-CG: ~800 coefficients, converges in a handful of Hessian steps (10x faster
-    # than lbfgs here at the same tolerance).
-    model = LogisticRegression(
-        C=JOINT_GLM_C, fit_intercept=False, solver="newton-cg", max_iter=1000, tol=1e-8
-    )
-    model.fit(features[keep], labels[keep], sample_weight=weights[keep])
-    gamma = model.coef_[0][n_models:]
+    gamma = _soft_label_fit(design, target, JOINT_GLM_C, "joint GLM")[n_models:]
     return gamma - gamma.mean()
 
 

@@ -139,7 +139,7 @@ def build_leaderboard(
     *,
     length_controlled: bool = True,
     difficulty: InstructionDifficulty | None = None,
-    difficulty_method: DifficultyMethod = "joint_glm",
+    difficulty_method: DifficultyMethod = "notebook_joint",
     judge_agreement: Sequence[str] = (),
 ) -> tuple[Leaderboard, InstructionDifficulty | None]:
     """The leaderboard of every model in ``annotations_by_model`` (keyed by model name).

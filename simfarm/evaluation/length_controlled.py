@@ -23,10 +23,12 @@ Models are fitted one after another on purpose: liblinear seeds a process-global
 generator, so fits running in parallel threads interleave its draws and stop being
 reproducible (processes would be fine).
 
-One part of alpaca_eval's recipe is not reproduced: its regularisation towards two "gamed"
-variants of the reference (``gpt4_1106_preview_verbose`` / ``_concise``, weight 0.2), whose
-annotations are only on the hub. Without them the length term is fitted from the model's own
-annotations alone.
+alpaca_eval also regularises each fit towards two "gamed" variants of the reference
+(``gpt4_1106_preview_verbose`` / ``_concise``, weight 0.2), whose annotations are only on the
+hub: with the published inputs (:func:`simfarm.evaluation.published_glm.published_difficulty`,
+which attaches them to the difficulty) this is done exactly as there, rows, weights and
+cross-validation scoring included, and the LC equals alpaca_eval's. Offline, without them, the
+length term is fitted from the model's own annotations alone.
 """
 
 from __future__ import annotations
@@ -112,9 +114,11 @@ def _predict(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -(features @ coef)))
 
 
-def _continuous_log_loss(target: np.ndarray, predicted: np.ndarray) -> float:
+def _continuous_log_loss(target: np.ndarray, predicted: np.ndarray, weight: np.ndarray) -> float:
+    """alpaca_eval's ``logloss``: the row weights multiply each term, then a plain mean."""
     predicted = np.clip(predicted, _EPS, 1 - _EPS)
-    return float(-np.mean(target * np.log(predicted) + (1 - target) * np.log(1 - predicted)))
+    terms = target * np.log(predicted) + (1 - target) * np.log(1 - predicted)
+    return float(-np.mean(terms * weight))
 
 
 def _one_class(labels: np.ndarray, weights: np.ndarray) -> bool:
@@ -122,13 +126,16 @@ def _one_class(labels: np.ndarray, weights: np.ndarray) -> bool:
     return np.unique(labels[weights > 0]).size < 2
 
 
-def _cross_validated_fit(features: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+def _cross_validated_fit(
+    features: np.ndarray, target: np.ndarray, row_weight: np.ndarray
+) -> tuple[np.ndarray, float]:
     from sklearn.model_selection import GroupKFold
 
     n = target.size
     dup_features = np.vstack([features, features])
     labels = np.concatenate([np.ones(n), np.zeros(n)])
-    weights = np.concatenate([target, 1.0 - target])
+    dup_row_weight = np.concatenate([row_weight, row_weight])
+    weights = np.concatenate([target, 1.0 - target]) * dup_row_weight
     groups = np.concatenate([np.arange(n), np.arange(n)])
     soft = np.concatenate([target, target])  # each copy is scored against the soft label
     n_splits = min(N_SPLITS, n)
@@ -139,7 +146,9 @@ def _cross_validated_fit(features: np.ndarray, target: np.ndarray) -> tuple[np.n
                 continue  # nothing to separate in this fold (liblinear would only complain)
             for i, C in enumerate(CS):
                 coef = _fit(dup_features[train], labels[train], weights[train], C)
-                scores[i] -= _continuous_log_loss(soft[test], _predict(dup_features[test], coef))
+                scores[i] -= _continuous_log_loss(
+                    soft[test], _predict(dup_features[test], coef), dup_row_weight[test]
+                )
     best_C = float(CS[int(np.argmax(scores))]) if n_splits >= 2 else 1.0
     return _fit(dup_features, labels, weights, best_C), best_C
 
@@ -183,13 +192,33 @@ def length_controlled_winrate(
             f"{annotations[0].generator_2!r}: every annotation failed; no LC win rate"
         )
     target = preference[valid] - 1.0
-    if np.all(target == target[0]) and target[0] in (0.0, 1.0):
+    if difficulty.gamed is None and np.all(target == target[0]) and target[0] in (0.0, 1.0):
         verdict = "wins" if target[0] == 1.0 else "losses"
         raise LCNotComputable(
             f"LC win rate of {annotations[0].generator_2!r} not computable: all "
             f"{target.size} verdicts are {verdict}, so the GLM has nothing to separate"
         )
-    coef, best_C = _cross_validated_fit(features[valid], target)
+    train_features, train_target = features[valid], target
+    row_weight = np.ones_like(train_target)
+    if difficulty.gamed is not None:
+        # alpaca_eval's regularisation: the gamed rows come first, weighted lambda / 2 each
+        # (two gamed variants), with not_gamed_baseline = 0; failed ones are dropped.
+        gamed = difficulty.gamed
+        preference_gamed = np.asarray(gamed.preference, dtype=float)
+        keep = ~np.isnan(preference_gamed)
+        gamed_features = np.column_stack(
+            [
+                np.tanh(np.asarray(gamed.std_delta_len, dtype=float)[keep]),
+                np.asarray(gamed.instruction_difficulty, dtype=float)[keep],
+                np.zeros(int(keep.sum())),
+            ]
+        )
+        train_features = np.vstack([gamed_features, train_features])
+        train_target = np.concatenate([preference_gamed[keep], train_target])
+        row_weight = np.concatenate(
+            [np.full(int(keep.sum()), gamed.regularize_to_baseline_lambda / 2), row_weight]
+        )
+    coef, best_C = _cross_validated_fit(train_features, train_target, row_weight)
 
     counterfactual = np.column_stack([np.zeros_like(gamma), gamma, np.ones_like(gamma)])
     predicted = _predict(counterfactual, coef)

@@ -147,7 +147,7 @@ def write_evaluation(
     *,
     length_controlled: bool = True,
     difficulty: InstructionDifficulty | None = None,
-    difficulty_method: DifficultyMethod = "joint_glm",
+    difficulty_method: DifficultyMethod = "notebook_joint",
     save_annotations: bool = False,
     provenance: Provenance | None = None,
 ) -> tuple[Leaderboard, dict[str, Path]]:

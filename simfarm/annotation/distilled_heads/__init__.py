@@ -1,0 +1,1 @@
+"""Trained heads of distilled judges (``.npz`` + manifest ``.json``), package data."""

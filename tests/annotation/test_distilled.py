@@ -1,0 +1,96 @@
+"""The distilled judge (``embedded_distilled``): its shipped head, its manifest, and judging
+real pairs through the real pipeline with the embedded Gemma tokenizer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simfarm.annotation import annotate, load_annotator
+from simfarm.annotation.distilled import STYLE_FEATURES, DistilledHead, load_head
+from simfarm.annotation.persona import PairwisePersona
+from simfarm.errors import ConfigError
+from simfarm.types import PairwiseItem
+
+HEADS = resources.files("simfarm.annotation.distilled_heads")
+
+
+def test_shipped_head_matches_its_manifest() -> None:
+    """The head in the package is the one its manifest describes (same bytes), and the
+    manifest says how it was made and what it measured."""
+    npz = Path(str(HEADS / "embedded_distilled.npz"))
+    manifest = json.loads(Path(str(HEADS / "embedded_distilled.json")).read_text())
+    assert hashlib.sha256(npz.read_bytes()).hexdigest() == manifest["npz_sha256"]
+    assert manifest["n_pairs"] > 30_000 and len(manifest["systems"]) == 39
+    assert manifest["folded_vs_fitted_max_abs_diff"] < 1e-4
+    figures = manifest["held_out_figures"]
+    assert figures["static_emb_bt"]["agreement_balanced"] > figures["longest"]["agreement_balanced"]
+    head = load_head("embedded_distilled")
+    assert head.token_scores.shape == (262_144,) and head.bias == 0.0
+    assert npz.stat().st_size < 2_000_000
+
+
+def test_persona_declares_its_measured_agreement() -> None:
+    loaded = load_annotator("embedded_distilled")
+    assert "distil" in loaded.spec.id
+    assert loaded.spec.rule == "distilled" and loaded.spec.head == "embedded_distilled"
+    assert loaded.spec.measured_agreement is not None
+    assert loaded.spec.measured_agreement.longest_agreement is not None
+
+
+def test_distilled_rule_needs_a_head() -> None:
+    with pytest.raises(ValueError, match="`head` goes with `rule: distilled`"):
+        PairwisePersona(rule="distilled")
+    with pytest.raises(ValueError, match="`head` goes with `rule: distilled`"):
+        PairwisePersona(rule="longest", head="embedded_distilled")
+
+
+def test_bad_head_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.npz"
+    np.savez(
+        path, token_scores=np.zeros(10), style_weights=np.zeros(3), bias=0.0, delta_len_std=1.0
+    )
+    with pytest.raises(ConfigError, match=r"broken\.npz: field 'style_weights' has shape"):
+        DistilledHead(path)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="not a distilled judge head"):
+        DistilledHead(path)
+    assert len(STYLE_FEATURES) == 8
+
+
+def _pair(output_1: str, output_2: str, n: int = 0) -> PairwiseItem:
+    return PairwiseItem(
+        instruction=f"Explain photosynthesis briefly. ({n})",
+        output_1=output_1,
+        output_2=output_2,
+        generator_1="a",
+        generator_2="b",
+    )
+
+
+GOOD = (
+    "Photosynthesis is how plants, algae and some bacteria turn light into chemical energy: "
+    "chlorophyll absorbs light, water is split releasing oxygen, and the energy is used to fix "
+    "carbon dioxide into glucose in the Calvin cycle."
+)
+POOR = "I'm sorry, I cannot help with that. As an AI I don't know about plants."
+
+
+@pytest.mark.slow
+def test_judges_real_pairs_symmetrically_without_a_request() -> None:
+    """Through the real pipeline and the real embedded tokenizer: a soft verdict per pair,
+    swapping the outputs gives the complement, identical outputs tie, no LLM request."""
+    loaded = load_annotator("embedded_distilled")
+    pairs = [_pair(POOR, GOOD), _pair(GOOD, POOR), _pair(GOOD, GOOD)]
+    result = annotate(pairs, loaded)
+    forward, backward, same = (a.preference for a in result.annotations)
+    assert forward is not None and backward is not None
+    assert forward > 1.5  # the helpful answer beats the refusal
+    assert forward - 1 == pytest.approx(1 - (backward - 1), abs=1e-6)
+    assert same == 1.5
+    assert result.summary.requests_sent == 0
