@@ -320,47 +320,76 @@ def test_personas_list_and_validate_cover_ratings_critiques_and_rubrics(tmp_path
         assert f"{rubric}:5: extra_field: Extra inputs are not permitted" in result.output
 
 
-@pytest.mark.slow
-def test_kill_9_mid_rating_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
-    n, concurrency = 1500, 16
-    script = write_script(tmp_path / "script.json", [("", [GOOD_RATING])])
-    outputs = outputs_file(tmp_path / "outputs.json", n)
-    out = tmp_path / "ratings.jsonl"
-    with start_server(latency_s=0.05, script=script) as server:
-        name = persona_at(
-            tmp_path,
-            server,
-            "ultrafeedback_rating",
-            "rater",
-            options={"max_concurrency": concurrency},
-        )
-        args = [
-            "annotate",
-            "--persona",
-            name,
-            "--annotators-dir",
-            str(tmp_path),
-            "--model-outputs",
-            str(outputs),
-            "--out",
-            str(out),
-            "--cache-path",
-            str(tmp_path / "cache.sqlite"),
-            "--quiet",
-        ]
-        from tests.test_cli_annotate import _wait_for
+KILL_CONCURRENCY = 16
 
+
+def pairs_file(path: Path, n: int) -> Path:
+    with path.open("w") as out:
+        for i in range(n):
+            record = {"instruction": f"Task {i}: explain item {i}.", "output_1": f"one {i}"}
+            out.write(json.dumps({**record, "output_2": f"a longer answer two for {i}"}) + "\n")
+    return path
+
+
+def kill_9_then_rerun(
+    folder: Path,
+    base: str,
+    replies: list[str],  # every chat reply; none for scoring personas
+    inputs: tuple[str, Path],
+    requests_per_item: int = 1,
+) -> tuple[list[dict], dict]:
+    """Run ``simfarm annotate`` with ``base`` (a bundled persona pointed at a slow loopback
+    fake server), SIGKILL it mid-run, run it again to the end; the records and the server's
+    counts. The caller checks that no answer paid for before the kill was asked again
+    (``resent`` at most what was in flight) and that every item ends annotated."""
+    from tests.test_cli_annotate import _wait_for
+
+    script = write_script(folder / "script.json", [("", replies)]) if replies else None
+    out = folder / "feedback.jsonl"
+    with start_server(latency_s=0.05, script=script) as server:
+        options = {"max_concurrency": KILL_CONCURRENCY}
+        name = persona_at(folder, server, base, "killed", options=options)
+        args = ["annotate", "--persona", name, "--annotators-dir", str(folder), *map(str, inputs)]
+        args += ["--out", str(out), "--cache-path", str(folder / "cache.sqlite"), "--quiet"]
+        text = inputs[1].read_text()
+        items = len(json.loads(text)) if inputs[1].suffix == ".json" else len(text.splitlines())
         process = simfarm_cli(*args)
-        _wait_for(server, 400, process)
+        _wait_for(server, items * requests_per_item // 4, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert not out.exists()
-        assert server.stats()["completed"] < n
+        assert server.stats()["completed"] < items * requests_per_item
         rerun = simfarm_cli(*args)
         _stdout, stderr = rerun.communicate(timeout=300)
         assert rerun.returncode == 0, stderr
         stats = server.stats()
     records = read_jsonl(out)
-    assert len(records) == n and all(r["overall"] == 7.0 for r in records)
-    assert stats["distinct_prompts"] == n
-    assert stats["resent"] <= concurrency, stats  # at most what was in flight at the kill
+    assert len(records) == items
+    assert stats["distinct_prompts"] == items * requests_per_item
+    assert stats["resent"] <= KILL_CONCURRENCY, stats  # at most what was in flight at the kill
+    return records, stats
+
+
+@pytest.mark.slow
+def test_kill_9_mid_rating_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
+    outputs = ("--model-outputs", outputs_file(tmp_path / "outputs.json", 1500))
+    records, _ = kill_9_then_rerun(tmp_path, "ultrafeedback_rating", [GOOD_RATING], outputs)
+    assert all(r["overall"] == 7.0 for r in records)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_absolute_critique_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
+    outputs = ("--model-outputs", outputs_file(tmp_path / "outputs.json", 1500))
+    reply = "Feedback: Clear and complete. [RESULT] 4"
+    records, _ = kill_9_then_rerun(tmp_path, "prometheus_helpfulness", [reply], outputs)
+    assert all(r["score"] == 4.0 and r["failure"] is None for r in records)
+    assert all(r["critique"] == "Clear and complete." for r in records)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_relative_critique_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
+    pairs = ("--pairs", pairs_file(tmp_path / "pairs.jsonl", 1500))
+    reply = "Feedback: A is clearer. [RESULT] A"
+    records, _ = kill_9_then_rerun(tmp_path, "prometheus_helpfulness_relative", [reply], pairs)
+    assert all(r["preference"] == (2.0 if r["swapped"] else 1.0) for r in records)
+    assert all(r["critique"] == "A is clearer." and r["failure"] is None for r in records)

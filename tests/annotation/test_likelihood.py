@@ -168,3 +168,20 @@ def test_validate_runs_a_likelihood_persona_against_human_labels(
     overall = json.loads((tmp_path / "report" / "report.json").read_text())["overall"]
     assert overall["n_items"] == 6 and overall["n_failed"] == 0
     assert 0 < sent <= 24  # at most 4 scored texts per pair, one order (nothing to swap)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_likelihood_run_then_rerun_loses_nothing(tmp_path: Path) -> None:
+    """Each scored text is its own cached request: a SIGKILL between an item's four requests
+    keeps those already answered, so the rerun resends at most what was in flight."""
+    from tests.test_cli_feedback import kill_9_then_rerun, pairs_file
+
+    pairs = ("--pairs", pairs_file(tmp_path / "pairs.jsonl", 400))
+    # The bundled follow-up persona, pointed at the fake server's echo + logprobs endpoint.
+    records, _ = kill_9_then_rerun(tmp_path, "likelihood_follow_up", [], pairs, requests_per_item=4)
+    tie_band = yaml.safe_load((tmp_path / "killed.yaml").read_text())["tie_band"]
+    for record in records:
+        assert record["failure"] is None
+        item = PairwiseItem(**{k: record[k] for k in ("instruction", "output_1", "output_2")})
+        assert record["preference"] == verdict(*expected(item, "follow_up"), tie_band)
+    assert {r["preference"] for r in records} >= {1.0, 2.0}
