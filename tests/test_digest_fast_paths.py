@@ -130,6 +130,11 @@ def test_request_keys_follow_changed_decoding_parameters() -> None:
             setattr(params, name, value)
         request = CompletionRequest(prompt="same prompt", params=params)
         assert keys.key(request) == reference_key(identity, request, None, None)
+    params.stop = ["x"]
+    keys.key(CompletionRequest(prompt="same prompt", params=params))
+    params.stop.append("y")  # mutated inside a field, not reassigned
+    request = CompletionRequest(prompt="same prompt", params=params)
+    assert keys.key(request) == reference_key(identity, request, None, None)
 
 
 @pytest.mark.parametrize("parts", [("order", "judge", "ab" * 32), tuple(AWKWARD), ("x", 3, None)])
