@@ -121,7 +121,10 @@ class RequestKeys:
 
     def key(self, request: CompletionRequest) -> str:
         params = request.params
-        if params != self._params:
+        # Same type and field values -> same JSON (it is written from the values alone);
+        # comparing the dicts skips pydantic's full equality (private/extra/fields-set).
+        known = self._params
+        if known is None or type(params) is not type(known) or params.__dict__ != known.__dict__:
             self._params = params.model_copy(deep=True)
             self._params_json = params.json_text()
         digest = self._prefix.copy()

@@ -130,3 +130,40 @@ def test_request_keys_follow_changed_decoding_parameters() -> None:
             setattr(params, name, value)
         request = CompletionRequest(prompt="same prompt", params=params)
         assert keys.key(request) == reference_key(identity, request, None, None)
+    params.stop = ["x"]
+    keys.key(CompletionRequest(prompt="same prompt", params=params))
+    params.stop.append("y")  # mutated inside a field, not reassigned
+    request = CompletionRequest(prompt="same prompt", params=params)
+    assert keys.key(request) == reference_key(identity, request, None, None)
+
+
+@pytest.mark.parametrize("parts", [("order", "judge", "ab" * 32), tuple(AWKWARD), ("x", 3, None)])
+def test_seeded_random_is_the_first_draw_of_seeded_rng(parts: tuple[object, ...]) -> None:
+    from simfarm.annotation.judge import seeded_random, seeded_rng
+
+    assert seeded_random(*parts) == seeded_rng(*parts).random()
+    for index in range(200):  # many seeds, so a difference in seeding could not hide
+        assert seeded_random(*parts, index) == seeded_rng(*parts, index).random()
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+@pytest.mark.parametrize("probability", [None, 0.25])
+@pytest.mark.parametrize("preference", [1.0, 2, 1.5])
+def test_one_verdict_record_equals_the_general_path(
+    swapped: bool, probability: float | None, preference: float
+) -> None:
+    from simfarm.annotation import load_annotator
+    from simfarm.annotation.pairwise import PairwiseJudge, Verdict
+    from simfarm.types import Completion, PairwiseItem
+
+    judge = PairwiseJudge(load_annotator("alpaca_farm_greedy"), "pool-x")
+    item = PairwiseItem(instruction="i", output_1="a", output_2="bb", item_id="7")
+    completion = Completion(text="Output (b)", cost_usd=0.25, latency_s=0.5, cached=True)
+    verdict = Verdict(
+        swapped=swapped, completion=completion, preference=preference, probability=probability
+    )
+    fast = judge.combine(item, {"shown": verdict})
+    general = judge._from_verdicts(item, [verdict])
+    assert fast.model_dump() == general.model_dump()
+    assert fast.model_fields_set == general.model_fields_set
+    assert [type(v) for v in fast.__dict__.values()] == [type(v) for v in general.__dict__.values()]

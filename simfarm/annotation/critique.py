@@ -21,7 +21,13 @@ from simfarm.annotation.feedback_records import (
     SingleItem,
 )
 from simfarm.annotation.feedback_specs import CritiquePersona, Rubric
-from simfarm.annotation.judge import Judge, PlannedRequest, Reading, RunStats, seeded_rng
+from simfarm.annotation.judge import (
+    Judge,
+    PlannedRequest,
+    Reading,
+    RunStats,
+    seeded_random,
+)
 from simfarm.annotation.loader import LoadedPersona
 from simfarm.annotation.pairwise import unswap
 from simfarm.annotation.parsers import ParseError
@@ -190,7 +196,7 @@ class RelativeCritiqueJudge(
     def _swapped(self, item: PairwiseItem) -> bool:
         if not self.spec.randomize_order:
             return False
-        return seeded_rng("order", self.id, item.content_digest()).random() < 0.5
+        return seeded_random("order", self.id, item.content_digest()) < 0.5
 
     def plan(self, item: PairwiseItem) -> list[PlannedRequest]:
         swapped = self._swapped(item)

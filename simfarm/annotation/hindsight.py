@@ -26,7 +26,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from simfarm.annotation.judge import Judge, PlannedRequest, Reading, RunStats, seeded_rng
+from simfarm.annotation.judge import (
+    Judge,
+    PlannedRequest,
+    Reading,
+    RunStats,
+    seeded_random,
+)
 from simfarm.annotation.loader import LoadedPersona
 from simfarm.annotation.pairwise import unswap
 from simfarm.annotation.parsers import ParseError
@@ -191,7 +197,7 @@ class HindsightJudge(Judge[HindsightItem, HindsightReading, HindsightAnnotation,
     def swapped(self, item: HindsightItem) -> bool:
         if not self.spec.randomize_order:
             return False
-        return seeded_rng("order", self.id, item.content_digest()).random() < 0.5
+        return seeded_random("order", self.id, item.content_digest()) < 0.5
 
     def plan(self, item: HindsightItem) -> list[PlannedRequest]:
         """The foresight verdict, and (with a world model) both outcomes, at once."""

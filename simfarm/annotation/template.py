@@ -57,6 +57,8 @@ class PromptTemplate:
         return set(_PLACEHOLDER.findall(self.text))
 
     def _check_values(self, values: Mapping[str, str]) -> None:
+        if self.placeholders <= values.keys():  # no set built per request (hot path)
+            return
         missing = self.placeholders - set(values)
         if missing:
             raise ConfigError(
@@ -114,12 +116,10 @@ class PromptTemplate:
 
         The same single pass as :meth:`render` (inserted text is never looked at again),
         over pieces split once per template instead of a regex pass per request."""
-        self._check_values(values)
+        self._check_values(values)  # so every name below has a value
         messages = []
         for role, pieces in self._turn_pieces:
             filled = pieces.copy()
-            for index in range(1, len(filled), 2):
-                name = filled[index]
-                filled[index] = values.get(name, "{" + name + "}")
+            filled[1::2] = [values[name] for name in pieces[1::2]]
             messages.append(ChatMessage(role=role, content="".join(filled)))  # type: ignore[arg-type]
         return messages

@@ -67,3 +67,12 @@ def test_template_turns_are_read_from_the_file_once() -> None:
 def test_malformed_chat_templates_are_config_errors(text: str) -> None:
     with pytest.raises(ConfigError, match="inline"):
         PromptTemplate(text, "inline").render_messages({"instruction": "i"})
+
+
+@pytest.mark.parametrize("render", ["render", "render_messages"])
+def test_a_placeholder_without_a_value_is_named(render: str) -> None:
+    template = PromptTemplate("<|im_start|>user\n{instruction} {output_1}<|im_end|>", "t.txt")
+    with pytest.raises(ConfigError, match=r"t.txt: placeholders \['output_1'\] have no value"):
+        getattr(template, render)({"instruction": "i", "extra": "x"})
+    filled = template.render_messages({"instruction": "{output_1}", "output_1": "b", "x": "y"})
+    assert [m.content for m in filled] == ["{output_1} b"]
