@@ -31,6 +31,7 @@ from simfarm.cli.executor_options import (
     TokensPerMinuteOption,
     executor_factory_for,
 )
+from simfarm.cli.overrides import BaseUrlOverride, ModelOverride
 from simfarm.errors import SimfarmError
 
 if TYPE_CHECKING:
@@ -59,10 +60,8 @@ def annotate(
         ),
     ] = None,
     annotators_dir: AnnotatorsDirs = None,
-    model: Annotated[str | None, typer.Option(help="Override the persona's model.")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="Override the persona's server URL (openai backend).")
-    ] = None,
+    model: ModelOverride = None,
+    base_url: BaseUrlOverride = None,
     max_requests: Annotated[
         int | None, typer.Option(help="Request budget for this run (openai backend).")
     ] = None,

@@ -19,6 +19,7 @@ from simfarm.cli.common import (
     interrupted,
 )
 from simfarm.cli.hindsight_inputs import pct
+from simfarm.cli.overrides import BaseUrlOverride, ModelOverride
 from simfarm.errors import SimfarmError
 
 app = typer.Typer(help="Hindsight simulation (RLHS): foresight vs hindsight feedback.")
@@ -35,10 +36,8 @@ def report(
         Path | None, typer.Option(help="Instances JSONL (default: the scenario's own).")
     ] = None,
     annotators_dir: AnnotatorsDirs = None,
-    model: Annotated[str | None, typer.Option(help="Override the persona's model.")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="Override the persona's server URL (openai backend).")
-    ] = None,
+    model: ModelOverride = None,
+    base_url: BaseUrlOverride = None,
     timeout: TimeoutOption = None,
     retry_budget: RetryBudgetOption = None,
     limit: Annotated[int | None, typer.Option(help="Judge only the first N pairs.")] = None,
