@@ -7,21 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from simfarm.annotation.agreement import MeasuredAgreement
 from simfarm.backends.base import BackendSpec
-
-
-class LikelihoodMeasurement(BaseModel):
-    """Measured agreement of a likelihood persona with humans (printed beside boards)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    human_set: str
-    n: int
-    agreement: float
-    """Fraction of pairs where the persona picks the human majority's choice."""
-    longest_agreement: float | None = None
-    """The ``longest`` baseline on the same pairs."""
-    reproduce: str = ""
 
 
 class LikelihoodPersona(BaseModel):
@@ -57,7 +44,7 @@ class LikelihoodPersona(BaseModel):
     """Score differences up to this are ties (1.5). Calibrate it on a human set with
     :func:`simfarm.annotation.likelihood.calibrate_tie_band` (predicted tie rate = the
     humans' tie rate)."""
-    measured_agreement: LikelihoodMeasurement | None = None
+    measured_agreement: MeasuredAgreement | None = None
 
     @field_validator("backend")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simfarm.annotation.agreement import MeasuredAgreement
 from simfarm.annotation.feedback_specs import CritiquePersona, RatingPersona
 from simfarm.annotation.likelihood_persona import LikelihoodPersona
 from simfarm.annotation.parsers import ParserSpec, RegexParser
@@ -25,23 +26,6 @@ from simfarm.backends.base import BackendSpec
 from simfarm.types import DecodingParams
 
 RuleName = Literal["longest", "shortest", "distilled"]
-
-
-class MeasuredAgreement(BaseModel):
-    """A persona's measured agreement with humans, printed beside every leaderboard it
-    produces, so a weak judge is never mistaken for a faithful one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    human_set: str
-    """Which human-labeled set and subset (e.g. ``pandalm, decisive pairs``)."""
-    n: int
-    agreement: float
-    """Fraction of pairs where the persona picks the human majority's choice."""
-    longest_agreement: float | None = None
-    """The ``longest`` baseline on the same pairs, for scale."""
-    reproduce: str = ""
-    """The command that measures it again."""
 
 
 class PairwisePersona(BaseModel):
