@@ -19,3 +19,16 @@ def test_flags_show_no_value_placeholder(command: list[str]) -> None:
     assert "--help" in result.output and "<bool>" not in result.output
     if command == ["annotate"]:
         assert "<str>" in result.output  # options that take a value keep their type
+
+
+def test_a_typer_without_the_help_hook_still_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """typer 0.27 (seen on a GPU machine) has no ``TyperOption.display_type_rich``: the
+    placeholder patch must step aside, not make ``import simfarm.cli`` fail."""
+    import typer.core
+
+    from simfarm.cli.app import _flags_without_value_placeholder
+
+    without_hook = type("TyperOption", (), {})
+    monkeypatch.setattr(typer.core, "TyperOption", without_hook)
+    _flags_without_value_placeholder()  # raised AttributeError before the fix
+    assert not hasattr(without_hook, "display_type_rich")
