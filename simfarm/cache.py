@@ -42,7 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from simfarm.paths import user_cache_dir
-from simfarm.types import Completion, CompletionRequest, DecodingParams, canonical_json
+from simfarm.types import (
+    Completion,
+    CompletionRequest,
+    DecodingParams,
+    PlannedContent,
+    canonical_json,
+)
 
 CACHE_VERSION = 1
 """Bump when the meaning of a cached value changes; old entries then simply stop matching."""
@@ -119,7 +125,9 @@ class RequestKeys:
         requests share them, and comparing is cheaper than encoding them again."""
         self._params_json = ""
 
-    def key(self, request: CompletionRequest) -> str:
+    def key(self, request: PlannedContent) -> str:
+        """The key of ``request``, or of the request a :class:`~simfarm.types.RequestDraft`
+        builds (the same key: its content JSON is that request's)."""
         params = request.params
         # Same type and field values -> same JSON (it is written from the values alone);
         # comparing the dicts skips pydantic's full equality (private/extra/fields-set).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring
 from typing import Any, Literal
 
@@ -92,15 +92,43 @@ class DecodingParams(Record):
         return canonical_json(self.model_dump())
 
 
-def _message_json(message: ChatMessage) -> str:
-    """Canonical JSON of one message (its two fields, in sorted order)."""
-    return (
+_ROLE_TAILS = {
+    role: ',"role":' + encode_basestring(role) + "}" for role in ("system", "user", "assistant")
+}
+"""The end of a message's canonical JSON for each role, encoded once."""
+
+
+def _messages_json(turns: Iterable[tuple[str, str]]) -> str:
+    """Canonical JSON of a list of chat messages given as ``(role, content)`` (each
+    message's two fields in sorted order), or ``null`` for none."""
+    parts = [
         '{"content":'
-        + encode_basestring(message.content)
-        + ',"role":'
-        + encode_basestring(message.role)
-        + "}"
-    )
+        + encode_basestring(content)
+        + (_ROLE_TAILS.get(role) or ',"role":' + encode_basestring(role) + "}")
+        for role, content in turns
+    ]
+    return "[" + ",".join(parts) + "]" if parts else "null"
+
+
+def _content_json(
+    messages_json: str, prompt: str | None, params_json: str, sample_index: int
+) -> str:
+    """The canonical JSON of a request's content fields (see
+    :meth:`CompletionRequest.content_fields`), from its parts: ``messages_json`` is the
+    JSON list of the messages, or ``null``. One writer for requests and drafts alike."""
+    prompt_json = "null" if prompt is None else encode_basestring(prompt)
+    text = '{"messages":' + messages_json + ',"params":' + params_json + ',"prompt":' + prompt_json
+    if sample_index:
+        text += ',"sample_index":' + str(sample_index)
+    return text + "}"
+
+
+def _params_for_sample(params: DecodingParams, current: int, index: int) -> DecodingParams:
+    """``params`` of sample ``index`` of a request now at sample ``current``: a fixed seed
+    moves with the index (so samples differ on backends that honour seeds)."""
+    if params.seed is None:
+        return params
+    return params.model_copy(update={"seed": params.seed + index - current})
 
 
 _CONTENT_FIELDS = {"messages", "prompt", "params"}
@@ -145,26 +173,89 @@ class CompletionRequest(Record):
         each message is encoded once, directly, instead of through the general encoder (a
         cache key per request; a test pins the two forms together). ``params_json``: the
         canonical JSON of :attr:`params` when the caller already has it."""
-        if self.messages:
-            messages = "[" + ",".join(map(_message_json, self.messages)) + "]"
-        else:
-            messages = "null"
-        prompt = "null" if self.prompt is None else encode_basestring(self.prompt)
+        messages = _messages_json([(m.role, m.content) for m in self.messages or ()])
         params = params_json if params_json is not None else self.params.json_text()
-        text = '{"messages":' + messages + ',"params":' + params + ',"prompt":' + prompt
-        if self.sample_index:
-            text += ',"sample_index":' + str(self.sample_index)
-        return text + "}"
+        return _content_json(messages, self.prompt, params, self.sample_index)
 
     def for_sample(self, index: int) -> CompletionRequest:
         """The same request as sample ``index``; a fixed seed becomes ``seed + index`` so the
         samples differ on backends that honour seeds (without a seed they differ anyway)."""
         if index == self.sample_index:
             return self
-        params = self.params
-        if params.seed is not None:
-            params = params.model_copy(update={"seed": params.seed + index - self.sample_index})
+        params = _params_for_sample(self.params, self.sample_index, index)
         return self.model_copy(update={"sample_index": index, "params": params})
+
+    def build(self) -> CompletionRequest:
+        """Itself (already validated): what :meth:`RequestDraft.build` gives for a draft,
+        so a planned request of either form is sent the same way."""
+        return self
+
+
+class RequestDraft:
+    """A request's content before it is validated: rendered chat turns or a raw prompt,
+    its decoding parameters and sample index.
+
+    Why: on a fully cached rerun every planned request is keyed and never sent; building
+    a validated :class:`CompletionRequest` (and a :class:`ChatMessage` per turn) only to
+    key it was a fifth of the rerun's time. A draft's :meth:`content_json` is the JSON of
+    the request :meth:`build` makes from it (one writer for both), so its cache key is
+    that request's key; the request itself is built, and validated, only to be sent.
+    """
+
+    __slots__ = ("params", "prompt", "sample_index", "turns")
+
+    def __init__(
+        self,
+        *,
+        turns: Sequence[tuple[str, str]] | None = None,
+        prompt: str | None = None,
+        params: DecodingParams,
+        sample_index: int = 0,
+    ) -> None:
+        if (turns is None) == (prompt is None):
+            raise ValueError("a RequestDraft needs exactly one of `turns` or `prompt`")
+        self.turns = turns
+        """``(role, content)`` of each chat message, or None for a raw prompt."""
+        self.prompt = prompt
+        self.params = params
+        self.sample_index = sample_index
+
+    def content_json(self, params_json: str | None = None) -> str:
+        """:meth:`CompletionRequest.content_json` of the request this draft builds."""
+        messages = _messages_json(self.turns or ())
+        params = params_json if params_json is not None else self.params.json_text()
+        return _content_json(messages, self.prompt, params, self.sample_index)
+
+    def for_sample(self, index: int) -> RequestDraft:
+        """The draft of :meth:`CompletionRequest.for_sample` of the built request."""
+        if index == self.sample_index:
+            return self
+        return RequestDraft(
+            turns=self.turns,
+            prompt=self.prompt,
+            params=_params_for_sample(self.params, self.sample_index, index),
+            sample_index=index,
+        )
+
+    def build(self) -> CompletionRequest:
+        """The validated request (a bad role or sample index fails here, named)."""
+        messages = None
+        if self.turns is not None:
+            messages = [ChatMessage(role=role, content=text) for role, text in self.turns]  # type: ignore[arg-type]
+        return CompletionRequest(
+            messages=messages,
+            prompt=self.prompt,
+            params=self.params,
+            sample_index=self.sample_index,
+        )
+
+    def __repr__(self) -> str:
+        content = f"turns={self.turns!r}" if self.turns is not None else f"prompt={self.prompt!r}"
+        return f"RequestDraft({content}, params={self.params!r}, sample_index={self.sample_index})"
+
+
+PlannedContent = CompletionRequest | RequestDraft
+"""What a judge plans to ask: a validated request, or a draft built only if it is sent."""
 
 
 class TokenLogprob(Record):

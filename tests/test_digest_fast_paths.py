@@ -17,6 +17,7 @@ from simfarm.types import (
     ChatMessage,
     CompletionRequest,
     DecodingParams,
+    RequestDraft,
     canonical_json,
     stable_digest,
     strings_digest,
@@ -167,3 +168,39 @@ def test_one_verdict_record_equals_the_general_path(
     assert fast.model_dump() == general.model_dump()
     assert fast.model_fields_set == general.model_fields_set
     assert [type(v) for v in fast.__dict__.values()] == [type(v) for v in general.__dict__.values()]
+
+
+def draft_of(request: CompletionRequest) -> RequestDraft:
+    """The draft a judge would plan for ``request``."""
+    if request.messages is None:
+        draft = RequestDraft(prompt=request.prompt, params=request.params)
+    else:
+        turns = [(m.role, m.content) for m in request.messages]
+        draft = RequestDraft(turns=turns, params=request.params)
+    return draft.for_sample(request.sample_index)
+
+
+@pytest.mark.parametrize("request_", REQUESTS)
+def test_a_draft_keys_and_builds_as_its_request(request_: CompletionRequest) -> None:
+    """A draft's content JSON and key are its built request's, for every sample index
+    (a fixed seed moves the same way), and building validates like the request does."""
+    identity = IDENTITIES[1]
+    draft = draft_of(request_)
+    assert draft.build() == request_
+    assert (
+        draft.content_json() == request_.content_json() == canonical_json(request_.content_fields())
+    )
+    for index in (0, 1, 5):
+        sampled = draft.for_sample(index)
+        assert sampled.build() == request_.for_sample(index)
+        assert RequestKeys(identity, "t", "s").key(sampled) == reference_key(
+            identity, request_.for_sample(index), "t", "s"
+        )
+
+
+def test_a_draft_fails_validation_when_built_not_before() -> None:
+    draft = RequestDraft(turns=[("narrator", "x")], params=DecodingParams())
+    with pytest.raises(ValueError, match="role"):
+        draft.build()
+    with pytest.raises(ValueError, match="exactly one"):
+        RequestDraft(turns=[], prompt="", params=DecodingParams())

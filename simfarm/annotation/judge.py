@@ -32,7 +32,14 @@ from pydantic import BaseModel
 
 from simfarm.backends.base import BackendSpec
 from simfarm.errors import ConfigError
-from simfarm.types import Completion, CompletionRequest, Failure, stable_digest, strings_digest
+from simfarm.types import (
+    Completion,
+    CompletionRequest,
+    Failure,
+    PlannedContent,
+    stable_digest,
+    strings_digest,
+)
 
 ItemT = TypeVar("ItemT")
 ReadingT = TypeVar("ReadingT", bound="Reading")
@@ -47,7 +54,9 @@ class PlannedRequest:
     slot: str
     """Names this request within its item (``shown``, ``critique``, ``score``); unique per
     item across all stages. The reading is handed back under this name."""
-    request: CompletionRequest
+    request: PlannedContent
+    """The request, or a :class:`~simfarm.types.RequestDraft` of it: the run keys it as is
+    and builds the validated request only when it must be sent (not on a cache hit)."""
     stage: str | None = None
     """The step of a multi-stage judge that asks; enters the cache key. None for
     single-stage judges (their keys then equal the stage-less keys of earlier versions)."""

@@ -36,6 +36,7 @@ from simfarm.types import (
     Failure,
     PairwiseAnnotation,
     PairwiseItem,
+    RequestDraft,
 )
 
 __all__ = [
@@ -197,9 +198,9 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
         return None
 
     def plan(self, item: PairwiseItem) -> list[PlannedRequest]:
-        """One request per shown order."""
+        """One request per shown order (drafts: built only if sent, see RequestDraft)."""
         return [
-            PlannedRequest(SWAPPED if swapped else SHOWN, self.request(item, swapped))
+            PlannedRequest(SWAPPED if swapped else SHOWN, self.draft(item, swapped))
             for swapped in self.orders(item)
         ]
 
@@ -212,6 +213,11 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
         return [seeded_random("order", self.id, item.content_digest()) < 0.5]
 
     def request(self, item: PairwiseItem, swapped: bool) -> CompletionRequest:
+        """The request that judges ``item`` in the given order."""
+        return self.draft(item, swapped).build()
+
+    def draft(self, item: PairwiseItem, swapped: bool) -> RequestDraft:
+        """:meth:`request`'s content, not validated yet (see RequestDraft)."""
         assert self.persona.template is not None
         first, second = (
             (item.output_2, item.output_1) if swapped else (item.output_1, item.output_2)
@@ -225,10 +231,8 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
         }
         params = self.spec.decoding
         if self.spec.prompt_format == "raw":
-            return CompletionRequest(prompt=self.persona.template.render(values), params=params)
-        return CompletionRequest(
-            messages=self.persona.template.render_messages(values), params=params
-        )
+            return RequestDraft(prompt=self.persona.template.render(values), params=params)
+        return RequestDraft(turns=self.persona.template.render_turns(values), params=params)
 
     def read(self, item: PairwiseItem, planned: PlannedRequest, completion: Completion) -> Verdict:
         """Parse one completion; a parse failure becomes a Failure of kind ``parse``."""

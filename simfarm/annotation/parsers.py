@@ -36,12 +36,14 @@ class RegexParser(BaseModel):
 
     def parse(self, completion: Completion) -> tuple[float, float | None]:
         flags = re.IGNORECASE if self.ignore_case else 0
-        matches = [
-            m for m in re.finditer(self.pattern, completion.text, flags) if _label(m) is not None
-        ]
-        if not matches:
+        chosen = None
+        for match in re.finditer(self.pattern, completion.text, flags):
+            if _label(match) is not None:
+                chosen = match
+                if self.match == "first":  # no need to find the rest (once per answer)
+                    break
+        if chosen is None:
             raise ParseError(f"no verdict matching {self.pattern!r} in {completion.text[:120]!r}")
-        chosen = matches[0] if self.match == "first" else matches[-1]
         key = _label(chosen) or ""
         lookup = {k.lower(): v for k, v in self.labels.items()} if self.ignore_case else self.labels
         value = lookup.get(key.lower() if self.ignore_case else key)

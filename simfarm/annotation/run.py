@@ -57,6 +57,7 @@ from simfarm.types import (
     CompletionRequest,
     PairwiseAnnotation,
     PairwiseItem,
+    PlannedContent,
     stable_digest,
 )
 
@@ -164,9 +165,7 @@ class _Route:
     request_keys: dict[tuple[str | None, str | None], RequestKeys] = field(default_factory=dict)
     """(template digest, stage) -> the cache keys of such requests (shared part encoded once)."""
 
-    def key(
-        self, request: CompletionRequest, template_digest: str | None, stage: str | None
-    ) -> str:
+    def key(self, request: PlannedContent, template_digest: str | None, stage: str | None) -> str:
         """:func:`~simfarm.cache.cache_key` of a request sent this way."""
         keys = self.request_keys.get((template_digest, stage))
         if keys is None:
@@ -358,7 +357,7 @@ class _AnnotationRun:
                     waiting.append(ticket)
                     continue
                 self.in_flight[key] = []
-                ticket.route.executor.submit(Job(ticket.planned.request, ticket))
+                ticket.route.executor.submit(Job(ticket.planned.request.build(), ticket))
             tickets = follow
 
     def _route_for(self, judge: AnyJudge, backend: BackendSpec | None) -> _Route:

@@ -112,14 +112,22 @@ class PromptTemplate:
         return [(role, _PLACEHOLDER.split(content)) for role, content in self.turns]
 
     def render_messages(self, values: Mapping[str, str]) -> list[ChatMessage]:
-        """The template's chat turns with placeholders filled inside each turn's content.
+        """The template's chat turns with placeholders filled inside each turn's content."""
+        return [
+            ChatMessage(role=role, content=content)  # type: ignore[arg-type]
+            for role, content in self.render_turns(values)
+        ]
+
+    def render_turns(self, values: Mapping[str, str]) -> list[tuple[str, str]]:
+        """:meth:`render_messages` as ``(role, content)`` pairs, for a
+        :class:`~simfarm.types.RequestDraft` (no message validated until one is sent).
 
         The same single pass as :meth:`render` (inserted text is never looked at again),
         over pieces split once per template instead of a regex pass per request."""
         self._check_values(values)  # so every name below has a value
-        messages = []
+        turns = []
         for role, pieces in self._turn_pieces:
             filled = pieces.copy()
             filled[1::2] = [values[name] for name in pieces[1::2]]
-            messages.append(ChatMessage(role=role, content="".join(filled)))  # type: ignore[arg-type]
-        return messages
+            turns.append((role, "".join(filled)))
+        return turns

@@ -20,6 +20,17 @@ def test_regex_parser_first_match_decides() -> None:
         parser.parse(Completion(text="I prefer the second one"))
 
 
+def test_regex_matches_without_a_label_are_skipped_first_and_last() -> None:
+    """A match whose group 1 did not take part names no verdict: the first (last) match
+    that does decides, wherever the unlabelled ones are."""
+    pattern = r"Output (?:\(([ab])\)|none)"
+    text = "Output none, then Output (b), then Output (a), then Output none"
+    assert RegexParser(pattern=pattern).parse(Completion(text=text))[0] == 2.0
+    assert RegexParser(pattern=pattern, match="last").parse(Completion(text=text))[0] == 1.0
+    with pytest.raises(ParseError):
+        RegexParser(pattern=pattern).parse(Completion(text="Output none"))
+
+
 def test_logprob_parser_gives_a_continuous_preference() -> None:
     completion = Completion(
         text="M",
