@@ -36,9 +36,9 @@ from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.types import (
     Completion,
-    CompletionRequest,
     Failure,
     PairwiseItem,
+    RequestDraft,
     stable_digest,
 )
 
@@ -85,13 +85,8 @@ class _CritiqueBase:
         )
         return spec, rubric
 
-    def _request(self, spec: CritiquePersona, values: dict[str, str]) -> CompletionRequest:
-        if spec.prompt_format == "raw":
-            prompt = self.template.render(values) + spec.prefill
-            return CompletionRequest(prompt=prompt, params=spec.decoding)
-        return CompletionRequest(
-            messages=self.template.render_messages(values), params=spec.decoding
-        )
+    def _request(self, spec: CritiquePersona, values: dict[str, str]) -> RequestDraft:
+        return self.template.draft(values, spec.decoding, spec.prompt_format, spec.prefill)
 
     def _reading(self, completion: Completion) -> tuple[str, str] | Failure:
         if completion.failure is not None:

@@ -47,10 +47,9 @@ from simfarm.annotation.template import PromptTemplate
 from simfarm.errors import ConfigError
 from simfarm.types import (
     Completion,
-    CompletionRequest,
-    DecodingParams,
     Failure,
     Record,
+    RequestDraft,
     stable_digest,
 )
 
@@ -246,16 +245,9 @@ class HindsightJudge(Judge[HindsightItem, HindsightReading, HindsightAnnotation,
             found.append(SimulatedOutcome(text=text, utility=utility))
         return found[0], found[1]
 
-    def _request(self, template: PromptTemplate, values: dict[str, str]) -> CompletionRequest:
-        if self.spec.prompt_format == "raw":
-            return CompletionRequest(prompt=template.render(values), params=self.spec.decoding)
-        return CompletionRequest(
-            messages=template.render_messages(values), params=self.spec.decoding
-        )
-
     def _verdict_request(
         self, item: HindsightItem, outcomes: tuple[str, str] | None
-    ) -> CompletionRequest:
+    ) -> RequestDraft:
         swapped = self.swapped(item)
         responses = [item.response_1.text, item.response_2.text]
         values = {"context": item.context, "persona": self.spec.persona_text}
@@ -268,9 +260,9 @@ class HindsightJudge(Judge[HindsightItem, HindsightReading, HindsightAnnotation,
         if swapped:
             responses.reverse()
         values |= {"output_1": responses[0], "output_2": responses[1]}
-        return self._request(template, values)
+        return template.draft(values, self.spec.decoding, self.spec.prompt_format)
 
-    def _outcome_request(self, item: HindsightItem, response: str) -> CompletionRequest:
+    def _outcome_request(self, item: HindsightItem, response: str) -> RequestDraft:
         assert self.world_model is not None
         values = {
             "context": item.context,
@@ -278,10 +270,7 @@ class HindsightJudge(Judge[HindsightItem, HindsightReading, HindsightAnnotation,
             "response": response,
         }
         outcome = self.scenario.spec.outcome
-        params: DecodingParams = outcome.decoding
-        if outcome.prompt_format == "raw":
-            return CompletionRequest(prompt=self.world_model.render(values), params=params)
-        return CompletionRequest(messages=self.world_model.render_messages(values), params=params)
+        return self.world_model.draft(values, outcome.decoding, outcome.prompt_format)
 
     # -- reading --
 

@@ -229,10 +229,7 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
             "output_2": second,
             "persona": self.spec.persona_text,
         }
-        params = self.spec.decoding
-        if self.spec.prompt_format == "raw":
-            return RequestDraft(prompt=self.persona.template.render(values), params=params)
-        return RequestDraft(turns=self.persona.template.render_turns(values), params=params)
+        return self.persona.template.draft(values, self.spec.decoding, self.spec.prompt_format)
 
     def read(self, item: PairwiseItem, planned: PlannedRequest, completion: Completion) -> Verdict:
         """Parse one completion; a parse failure becomes a Failure of kind ``parse``."""

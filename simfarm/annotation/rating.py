@@ -22,7 +22,7 @@ from simfarm.annotation.judge import Judge, PlannedRequest, Reading, RunStats
 from simfarm.annotation.loader import LoadedPersona
 from simfarm.annotation.parsers import ParseError
 from simfarm.errors import ConfigError
-from simfarm.types import Completion, CompletionRequest, Failure, TokenLogprob
+from simfarm.types import Completion, CompletionRequest, Failure, RequestDraft, TokenLogprob
 
 __all__ = ["RatingJudge", "RatingReading", "expected_score", "parse_rating"]
 
@@ -123,9 +123,14 @@ class RatingJudge(Judge[SingleItem, RatingReading, RatingRecord, FeedbackSummary
             self.scales[OVERALL] = self.spec.overall
 
     def plan(self, item: SingleItem) -> list[PlannedRequest]:
-        return [PlannedRequest(_SLOT, self.request(item))]
+        return [PlannedRequest(_SLOT, self.draft(item))]
 
     def request(self, item: SingleItem) -> CompletionRequest:
+        """The request that rates ``item``."""
+        return self.draft(item).build()
+
+    def draft(self, item: SingleItem) -> RequestDraft:
+        """:meth:`request`'s content, validated only if it is sent (see RequestDraft)."""
         aspects = "\n".join(
             f"- {a.name} ({a.scale.describe()}): {a.description}".rstrip(": ")
             for a in self.spec.aspects
@@ -142,11 +147,8 @@ class RatingJudge(Judge[SingleItem, RatingReading, RatingRecord, FeedbackSummary
             "aspects": aspects,
             "answer_format": "\n".join(answer),
         }
-        params = self.spec.decoding
-        if self.spec.prompt_format == "raw":
-            prompt = self.template.render(values) + self.spec.prefill
-            return CompletionRequest(prompt=prompt, params=params)
-        return CompletionRequest(messages=self.template.render_messages(values), params=params)
+        spec = self.spec
+        return self.template.draft(values, spec.decoding, spec.prompt_format, spec.prefill)
 
     def read(
         self, item: SingleItem, planned: PlannedRequest, completion: Completion

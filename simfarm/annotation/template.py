@@ -24,10 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from simfarm.errors import ConfigError
 from simfarm.textfiles import read_text
-from simfarm.types import ChatMessage
+from simfarm.types import ChatMessage, DecodingParams, RequestDraft
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _TURN = re.compile(r"<\|im_start\|>([a-z]*)\n(.*?)<\|im_end\|>", re.S)
@@ -131,3 +132,17 @@ class PromptTemplate:
             filled[1::2] = [values[name] for name in pieces[1::2]]
             turns.append((role, "".join(filled)))
         return turns
+
+    def draft(
+        self,
+        values: Mapping[str, str],
+        params: DecodingParams,
+        prompt_format: Literal["chat", "raw"] = "chat",
+        prefill: str = "",
+    ) -> RequestDraft:
+        """The request this template makes of ``values``, as a draft (validated only if it
+        is sent): one raw prompt followed by ``prefill`` (``prompt_format="raw"``, base
+        models), else the chat turns."""
+        if prompt_format == "raw":
+            return RequestDraft(prompt=self.render(values) + prefill, params=params)
+        return RequestDraft(turns=self.render_turns(values), params=params)
