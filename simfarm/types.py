@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import encode_basestring
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -191,18 +191,33 @@ class CompletionRequest(Record):
         return self
 
 
+class ChatTurnSource(Protocol):
+    """A prompt template, as a :class:`RequestDraft` uses it (see
+    :class:`~simfarm.annotation.template.PromptTemplate`)."""
+
+    def render_turns(self, values: Mapping[str, str]) -> list[tuple[str, str]]:
+        """``(role, content)`` of each chat message, placeholders filled from ``values``."""
+        ...
+
+    def messages_json(self, values: Mapping[str, str]) -> str:
+        """The canonical JSON of those messages (what :func:`_messages_json` writes)."""
+        ...
+
+
 class RequestDraft:
-    """A request's content before it is validated: rendered chat turns or a raw prompt,
-    its decoding parameters and sample index.
+    """A request's content before it is validated: chat turns (given, or a template and
+    its values) or a raw prompt, with its decoding parameters and sample index.
 
     Why: on a fully cached rerun every planned request is keyed and never sent; building
     a validated :class:`CompletionRequest` (and a :class:`ChatMessage` per turn) only to
     key it was a fifth of the rerun's time. A draft's :meth:`content_json` is the JSON of
-    the request :meth:`build` makes from it (one writer for both), so its cache key is
-    that request's key; the request itself is built, and validated, only to be sent.
+    the request :meth:`build` makes from it, so its cache key is that request's key; the
+    request itself is built, and validated, only to be sent. A draft of a ``template``
+    takes the messages' JSON from the template (its literal text JSON-escaped once) and
+    renders the turns only if they are needed.
     """
 
-    __slots__ = ("params", "prompt", "sample_index", "turns")
+    __slots__ = ("_template", "_turns", "_values", "params", "prompt", "sample_index")
 
     def __init__(
         self,
@@ -211,18 +226,39 @@ class RequestDraft:
         prompt: str | None = None,
         params: DecodingParams,
         sample_index: int = 0,
+        template: ChatTurnSource | None = None,
+        values: Mapping[str, str] | None = None,
     ) -> None:
-        if (turns is None) == (prompt is None):
-            raise ValueError("a RequestDraft needs exactly one of `turns` or `prompt`")
-        self.turns = turns
-        """``(role, content)`` of each chat message, or None for a raw prompt."""
+        if (turns is not None) + (prompt is not None) + (template is not None) != 1:
+            raise ValueError(
+                "a RequestDraft needs exactly one of `turns`, `template` (with `values`) "
+                "or `prompt`"
+            )
+        if (template is None) != (values is None):
+            raise ValueError("a RequestDraft's `template` and `values` go together")
+        self._turns = turns
+        self._template = template
+        self._values = None if values is None else dict(values)
+        """A snapshot: the key and the request sent are made of the same values."""
         self.prompt = prompt
         self.params = params
         self.sample_index = sample_index
 
+    @property
+    def turns(self) -> Sequence[tuple[str, str]] | None:
+        """``(role, content)`` of each chat message, or None for a raw prompt."""
+        if self._turns is None and self._template is not None:
+            assert self._values is not None
+            self._turns = self._template.render_turns(self._values)
+        return self._turns
+
     def content_json(self, params_json: str | None = None) -> str:
         """:meth:`CompletionRequest.content_json` of the request this draft builds."""
-        messages = _messages_json(self.turns or ())
+        if self._template is not None:
+            assert self._values is not None
+            messages = self._template.messages_json(self._values)
+        else:
+            messages = _messages_json(self._turns or ())
         params = params_json if params_json is not None else self.params.json_text()
         return _content_json(messages, self.prompt, params, self.sample_index)
 
@@ -231,17 +267,20 @@ class RequestDraft:
         if index == self.sample_index:
             return self
         return RequestDraft(
-            turns=self.turns,
+            turns=self._turns if self._template is None else None,
             prompt=self.prompt,
             params=_params_for_sample(self.params, self.sample_index, index),
             sample_index=index,
+            template=self._template,
+            values=self._values,
         )
 
     def build(self) -> CompletionRequest:
         """The validated request (a bad role or sample index fails here, named)."""
+        turns = self.turns
         messages = None
-        if self.turns is not None:
-            messages = [ChatMessage(role=role, content=text) for role, text in self.turns]  # type: ignore[arg-type]
+        if turns is not None:
+            messages = [ChatMessage(role=role, content=text) for role, text in turns]  # type: ignore[arg-type]
         return CompletionRequest(
             messages=messages,
             prompt=self.prompt,
@@ -250,7 +289,7 @@ class RequestDraft:
         )
 
     def __repr__(self) -> str:
-        content = f"turns={self.turns!r}" if self.turns is not None else f"prompt={self.prompt!r}"
+        content = f"turns={self.turns!r}" if self.prompt is None else f"prompt={self.prompt!r}"
         return f"RequestDraft({content}, params={self.params!r}, sample_index={self.sample_index})"
 
 

@@ -118,6 +118,24 @@ def test_chat_turns_render_as_one_regex_pass_would() -> None:
         (role, PromptTemplate._substitute(content, values)) for role, content in template.turns
     ]
     assert messages[1].content.endswith("(b) \\1 \\g<0> {\\1 \\g<0> { end")
+    # The messages' JSON, from pieces escaped once, is the JSON of the rendered messages.
+    turns = [(m.role, m.content) for m in messages]
+    expected = canonical_json([m.model_dump() for m in messages])
+    assert template.messages_json(values) == expected
+    awkward = {name: AWKWARD[i % len(AWKWARD)] + "\\" for i, name in enumerate(values)}
+    assert template.messages_json(awkward) == canonical_json(
+        [{"content": c, "role": r} for r, c in template.render_turns(awkward)]
+    )
+    # A draft of the template keys and builds as the rendered turns do, and keeps its own
+    # copy of the values (the request sent is the request keyed).
+    params = DecodingParams(seed=5)
+    draft = template.draft(values, params)
+    assert draft.content_json() == RequestDraft(turns=turns, params=params).content_json()
+    values["output_1"] = "changed after drafting"
+    assert draft.build() == CompletionRequest(messages=messages, params=params)
+    assert draft.for_sample(2).build() == CompletionRequest(
+        messages=messages, params=params
+    ).for_sample(2)
 
 
 def test_request_keys_follow_changed_decoding_parameters() -> None:

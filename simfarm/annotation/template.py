@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Literal
 
@@ -133,6 +134,33 @@ class PromptTemplate:
             turns.append((role, "".join(filled)))
         return turns
 
+    @cached_property
+    def _json_turns(self) -> list[tuple[str, list[str]]]:
+        """:attr:`_turn_pieces` as they appear inside the JSON string of a turn's content:
+        literal text JSON-escaped once (even positions), placeholder names (odd ones)."""
+        return [
+            (
+                ',"role":' + encode_basestring(role) + "}",
+                [encode_basestring(p)[1:-1] if i % 2 == 0 else p for i, p in enumerate(pieces)],
+            )
+            for role, pieces in self._turn_pieces
+        ]
+
+    def messages_json(self, values: Mapping[str, str]) -> str:
+        """The canonical JSON of :meth:`render_messages` (what a cache key holds), without
+        rendering or encoding the template's own text again.
+
+        JSON escapes a string character by character, so the escaped content of a turn is
+        its escaped literal pieces joined with its escaped values (a test compares this
+        with encoding the rendered turns)."""
+        self._check_values(values)
+        parts = []
+        for role_tail, pieces in self._json_turns:
+            filled = pieces.copy()
+            filled[1::2] = [encode_basestring(values[name])[1:-1] for name in pieces[1::2]]
+            parts.append('{"content":"' + "".join(filled) + '"' + role_tail)
+        return "[" + ",".join(parts) + "]"
+
     def draft(
         self,
         values: Mapping[str, str],
@@ -145,4 +173,4 @@ class PromptTemplate:
         models), else the chat turns."""
         if prompt_format == "raw":
             return RequestDraft(prompt=self.render(values) + prefill, params=params)
-        return RequestDraft(turns=self.render_turns(values), params=params)
+        return RequestDraft(template=self, values=values, params=params)
