@@ -6,6 +6,8 @@ persona through ``simfarm validate``."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +110,30 @@ def test_recipe_paths_are_relative_to_the_recipe_and_checked(tmp_path: Path) -> 
     assert config.data.annotations == [tmp_path / "a.json"]
     with pytest.raises(ConfigError, match='only "embedded" is supported'):
         load_recipe_config(recipe, ["data.annotations=a.json", "model.name_or_path=gpt2"])
-    shipped = load_recipe_config(RECIPE)
-    assert shipped.data.labels == "decisive" and shipped.C == 0.05
+
+
+@needs_gpt4
+def test_shipped_recipe_validates_without_importing_torch_or_sklearn() -> None:
+    code = (
+        "import sys; from pathlib import Path; "
+        "from simfarm.training import load_recipe_config; "
+        f"c = load_recipe_config(Path({str(RECIPE)!r})); "
+        "print(c.data.labels, c.C, c.data.annotations[0].name); "
+        "print(sorted(m for m in ('torch', 'sklearn', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["decisive 0.05 annotations_alpaca_eval_gpt4", "[]"]
+
+
+def test_heldout_needs_two_systems(tmp_path: Path) -> None:
+    (tmp_path / "one.json").write_text(json.dumps([_record("a", "bb", 2, "only")]))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump({"method": "distilled_judge", "data": {"annotations": "one.json"}})
+    )
+    result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "holds out whole systems" in " ".join(result.output.split())
 
 
 def test_folds_never_split_a_system() -> None:
