@@ -20,7 +20,7 @@ from simfarm.annotation.distilled_features import FEATURE_NAMES, STYLE_FEATURES
 from simfarm.cli import app
 from simfarm.errors import ConfigError
 from simfarm.training.config import load_recipe_config
-from simfarm.training.distilled_judge import both_orders, system_folds
+from simfarm.training.distilled_judge import both_orders, fit_head, predict, system_folds
 from simfarm.training.verdicts import annotation_files, read_verdicts
 from tests.conftest import SHARED_DATA
 
@@ -52,6 +52,14 @@ def test_both_orders_weights_soft_labels_and_reduces_to_the_decisive_scheme() ->
     np.testing.assert_array_equal(rows, [x[2], x[2], -x[2], -x[2]])
     np.testing.assert_array_equal(labels, [1, 0, 1, 0])
     np.testing.assert_allclose(weights, [0.3, 0.7, 0.7, 0.3])
+
+
+def test_a_soft_label_is_what_the_fit_learns() -> None:
+    """Pairs whose output 2 wins with probability 0.8 (a weighted annotator's 1.8): the
+    nearly unregularised Bradley-Terry fit predicts 0.8, and the reverse order 0.2."""
+    features = np.ones((50, 1))
+    fitted = fit_head(features, np.full(50, 0.8), C=1e6, max_iter=200)
+    assert predict(fitted, np.array([[1.0], [-1.0]])) == pytest.approx([0.8, 0.2], abs=1e-3)
 
 
 def test_reads_alpaca_eval_and_simfarm_annotations_with_soft_labels(tmp_path: Path) -> None:
