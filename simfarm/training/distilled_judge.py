@@ -417,6 +417,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         "n_pairs": float(len(pairs)),
         "n_systems": float(len(verdicts.systems)),
         "folded_check_max_abs_diff": worst,
+        "bad_records": float(len(verdicts.issues)),
         "train_agreement": agreement_figures(
             predict(fitted, features), p_second, len_1, len_2, systems, config.heldout.balance
         )["agreement"],

@@ -86,7 +86,7 @@ def test_reads_alpaca_eval_and_simfarm_annotations_with_soft_labels(tmp_path: Pa
     assert decisive.not_decisive == 3
 
 
-def test_a_bad_record_stops_training_naming_file_record_and_field(tmp_path: Path) -> None:
+def _one_bad_record(tmp_path: Path) -> Path:
     folder = tmp_path / "annotations"
     folder.mkdir()
     records = [_record("a", "bb", 2, "s"), _record("a", {"not": "text"}, 1, "s")]
@@ -95,13 +95,28 @@ def test_a_bad_record_stops_training_naming_file_record_and_field(tmp_path: Path
     recipe.write_text(
         yaml.safe_dump({"method": "distilled_judge", "data": {"annotations": "annotations"}})
     )
+    return recipe
+
+
+def test_a_bad_record_stops_training_naming_file_record_and_field(tmp_path: Path) -> None:
+    recipe = _one_bad_record(tmp_path)
     result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
     assert "s.json: record 1: field 'output_2'" in " ".join(result.output.split())
     assert not (tmp_path / "run" / "head.npz").exists()
-    # `on_bad_record: skip` drops it and says so in the manifest's training data.
-    kept = read_verdicts(annotation_files(folder), "soft", "skip")
-    assert len(kept.verdicts) == 1 and "field 'output_2'" in kept.issues[0].describe()
+
+
+@pytest.mark.slow
+def test_on_bad_record_skip_trains_on_the_rest_and_lists_it(tmp_path: Path) -> None:
+    recipe = _one_bad_record(tmp_path)
+    args = ["train", str(recipe), "--out", str(tmp_path / "skipped")]
+    args += ["--set", "data.on_bad_record=skip", "--set", "heldout.enabled=false"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "skipped" / "manifest.json").read_text())
+    assert manifest["training_data"]["n_pairs"] == 1
+    [listed] = manifest["training_data"]["bad_records"]
+    assert "s.json: record 1: field 'output_2'" in listed and listed.endswith("-> skipped")
 
 
 def test_recipe_paths_are_relative_to_the_recipe_and_checked(tmp_path: Path) -> None:
