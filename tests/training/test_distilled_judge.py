@@ -98,6 +98,21 @@ def _one_bad_record(tmp_path: Path) -> Path:
     return recipe
 
 
+def test_reads_what_simfarm_annotate_writes(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        {"instruction": f"q{i}", "output_1": "x" * (i + 1), "output_2": "yy", "generator_2": "m"}
+        for i in range(3)
+    ]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ann.jsonl"
+    args = ["annotate", "--persona", "longest", "--pairs", str(pairs), "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    verdicts = read_verdicts([out], "soft")
+    assert [v.p_second for v in verdicts.verdicts] == [1.0, 0.5, 0.0]  # 2 wins, tie, 1 wins
+    assert verdicts.systems == ["m"] and not verdicts.issues
+
+
 def test_a_bad_record_stops_training_naming_file_record_and_field(tmp_path: Path) -> None:
     recipe = _one_bad_record(tmp_path)
     result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(tmp_path / "run")])
