@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from simfarm.annotation.distilled import surface_counts
+from simfarm.annotation.distilled_features import STYLE_FEATURES, PairFeaturizer, length_spread
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca_eval"
 GPT4_DIR = DATA / "annotations_alpaca_eval_gpt4"
@@ -71,21 +71,6 @@ def load_pairs() -> list[dict[str, Any]]:
     return pairs
 
 
-def surface(text: str) -> np.ndarray:
-    return surface_counts(text)  # the shipped judge's own features
-
-
-def length_features(pairs: list[dict[str, Any]]) -> np.ndarray:
-    len_ref = np.array([len(p["reference"]) for p in pairs], dtype=float)
-    len_out = np.array([len(p["output"]) for p in pairs], dtype=float)
-    delta = len_out - len_ref
-    return np.column_stack([np.log1p(len_out) - np.log1p(len_ref), np.tanh(delta / np.std(delta))])
-
-
-def surface_features(pairs: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([surface(p["output"]) - surface(p["reference"]) for p in pairs])
-
-
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:24]
 
@@ -109,12 +94,6 @@ class GemmaFeatures:
         self.cache = cache
         self.max_tokens = max_tokens
         cache.mkdir(parents=True, exist_ok=True)
-
-    def static(self, text: str) -> np.ndarray:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:1024]
-        if not ids:
-            return np.zeros(self.embedding.shape[1])
-        return self.embedding[ids].mean(axis=0)
 
     def hidden(self, instruction: str, output: str) -> np.ndarray:
         """Mean of the last layer over the output's tokens, and the last token's state."""
@@ -205,23 +184,20 @@ def main() -> None:
     pairs = load_pairs()
     print(f"{len(pairs)} decisive GPT-4 verdicts of {len({p['system'] for p in pairs})} systems")
     results: dict[str, dict[str, float]] = {}
-    length = length_features(pairs)
-    style = np.hstack([length, surface_features(pairs)])
+    # The shipped judge's own features (simfarm.annotation.distilled_features), one matrix.
+    gemma = GemmaFeatures(args.cache, args.max_tokens)
+    start = time.perf_counter()
+    outputs = [(p["reference"], p["output"]) for p in pairs]
+    featurizer = PairFeaturizer(
+        gemma.tokenizer, gemma.embedding, length_spread(outputs), cache_texts=True
+    )
+    shipped = featurizer.matrix(outputs)
+    print(f"features (style + static embeddings): {time.perf_counter() - start:.0f} s", flush=True)
+    style, emb = shipped[:, : len(STYLE_FEATURES)], shipped[:, len(STYLE_FEATURES) :]
+    length = style[:, :2]
     results["longest"] = evaluate("longest", None, pairs, args.folds, args.C)
     results["length"] = evaluate("length", length, pairs, args.folds, args.C)
     results["surface"] = evaluate("surface", style, pairs, args.folds, args.C)
-
-    gemma = GemmaFeatures(args.cache, args.max_tokens)
-    start = time.perf_counter()
-    static_cache: dict[str, np.ndarray] = {}
-
-    def static(text: str) -> np.ndarray:
-        if text not in static_cache:
-            static_cache[text] = gemma.static(text)
-        return static_cache[text]
-
-    emb = np.array([static(p["output"]) - static(p["reference"]) for p in pairs])
-    print(f"static embeddings: {time.perf_counter() - start:.0f} s", flush=True)
     results["static_emb"] = evaluate(
         "static_emb", np.hstack([style, emb]), pairs, args.folds, args.C
     )

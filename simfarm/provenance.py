@@ -53,14 +53,21 @@ class Provenance(Record):
 
 
 def persona_digest(loaded: LoadedPersona | LoadedPool) -> str:
-    """sha256 over what defines the judge: its validated fields and its template text."""
+    """sha256 over what defines the judge: its validated fields, its template text, and a
+    distilled judge's head file."""
     from simfarm.annotation.loader import LoadedPool
 
     if isinstance(loaded, LoadedPool):
         members = [[persona_digest(member), weight] for member, weight in loaded.members]
         return stable_digest({"pool": loaded.spec.model_dump(mode="json"), "members": members})
     template = loaded.template.digest if loaded.template is not None else None
-    return stable_digest({"persona": loaded.spec.model_dump(mode="json"), "template": template})
+    content: dict[str, Any] = {"persona": loaded.spec.model_dump(mode="json"), "template": template}
+    head = getattr(loaded.spec, "head", None)
+    if head is not None:  # a distilled judge is its head's weights: retrained = another judge
+        from simfarm.annotation.distilled import load_head
+
+        content["head"] = load_head(head).digest
+    return stable_digest(content)
 
 
 def persona_digests(names: Iterable[str], dirs: list[Path] | None = None) -> dict[str, str]:

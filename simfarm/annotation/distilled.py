@@ -1,15 +1,18 @@
 """A judge distilled from a strong judge's verdicts: a linear Bradley–Terry head over frozen
 Gemma 3 270M token embeddings and a few length and style features.
 
-The head was trained (``scripts/train_distilled_judge.py``) on GPT-4's AlpacaEval verdicts
-(``annotations_alpaca_eval_gpt4``, 39 systems against ``text_davinci_003``). A response's
-features are the mean of the embedded Gemma's *input* embeddings over its tokens (no forward
-pass), plus length and surface-style counts; a pair's feature is output 2's minus output 1's,
-and ``P(output 2 wins) = σ(w · Δfeatures)`` (trained on each pair in both orders, without
-intercept, so swapping the outputs gives ``1 - P``). Because the head is linear in the mean
-embedding, ``w`` folded through the embedding matrix is one score per vocabulary token, so
-what ships is a vector of 262,144 token scores (float16, ~0.5 MB) plus ~10 weights, and
-scoring needs only the tokenizer: thousands of pairs per second on one CPU core.
+Heads are trained by the ``distilled_judge`` recipe (``simfarm train
+recipes/distilled_judge.yaml --out DIR``, :mod:`simfarm.training.distilled_judge`); the shipped
+one on GPT-4's AlpacaEval verdicts (``annotations_alpaca_eval_gpt4``, 39 systems against
+``text_davinci_003``). The features are defined once, in
+:mod:`simfarm.annotation.distilled_features`: the mean of the embedded Gemma's *input*
+embeddings over a response's tokens (no forward pass), plus length and surface-style counts; a
+pair's feature is output 2's minus output 1's, and ``P(output 2 wins) = σ(w · Δfeatures)``
+(trained on each pair in both orders, without intercept, so swapping the outputs gives
+``1 - P``). Because the head is linear in the mean embedding, ``w`` folded through the
+embedding matrix is one score per vocabulary token, so what ships is a vector of 262,144 token
+scores plus a few weights, and scoring needs only the tokenizer: hundreds of pairs per second
+on one CPU core.
 
 It judges what GPT-4 rewarded in those outputs, by content words and style, blind to whether
 an answer is correct; read its ``measured_agreement`` before trusting it.
@@ -21,98 +24,139 @@ import functools
 import hashlib
 import json
 import math
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from simfarm.annotation.distilled_features import (
+    FEATURE_NAMES,
+    MAX_TOKENS,
+    STYLE_FEATURES,
+    SURFACE_PATTERNS,
+    PairFeaturizer,
+    style_features,
+    surface_counts,
+    token_ids,
+)
 from simfarm.errors import ConfigError
 
+__all__ = [
+    "FEATURE_NAMES",
+    "HEAD_PACKAGE",
+    "MAX_TOKENS",
+    "STYLE_FEATURES",
+    "SURFACE_PATTERNS",
+    "DistilledHead",
+    "embedded_tokenizer",
+    "load_head",
+    "save_head",
+    "style_features",
+    "surface_counts",
+    "token_ids",
+]
+
 HEAD_PACKAGE = "simfarm.annotation.distilled_heads"
-MAX_TOKENS = 1024
-"""Tokens of a response that enter its mean embedding (the rest is ignored)."""
-
-SURFACE_PATTERNS: dict[str, re.Pattern[str]] = {
-    "list": re.compile(r"^\s*(?:[-*•]|\d+[.)])\s", re.M),
-    "header": re.compile(r"^\s*#{1,6}\s", re.M),
-    "bold": re.compile(r"\*\*[^*]+\*\*"),
-    "code": re.compile(r"```"),
-    "refusal": re.compile(r"\b(?:I'm sorry|I am sorry|I cannot|I can't|as an AI)\b", re.I),
-    "newline": re.compile(r"\n"),
-}
-STYLE_FEATURES = ("log_length_ratio", "tanh_std_delta_len", *SURFACE_PATTERNS)
+HEAD_FIELDS = ("token_scores", "style_weights", "bias", "delta_len_std", "features")
+"""The arrays of a head file (``.npz``)."""
 
 
-def surface_counts(text: str) -> np.ndarray:
-    return np.array([math.log1p(len(p.findall(text))) for p in SURFACE_PATTERNS.values()])
-
-
-def style_features(output_1: str, output_2: str, delta_len_std: float) -> np.ndarray:
-    """Output 2 minus output 1: log length ratio, tanh of the standardised length difference
-    (``delta_len_std`` is the training set's spread), surface counts."""
-    len_1, len_2 = len(output_1), len(output_2)
-    length = [math.log1p(len_2) - math.log1p(len_1), math.tanh((len_2 - len_1) / delta_len_std)]
-    return np.concatenate([length, surface_counts(output_2) - surface_counts(output_1)])
-
-
-def token_ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"][:MAX_TOKENS])
+def save_head(
+    path: Path,
+    *,
+    token_scores: np.ndarray,
+    style_weights: np.ndarray,
+    bias: float,
+    delta_len_std: float,
+) -> Path:
+    """Write a head file that records the feature list it was trained with."""
+    np.savez_compressed(
+        path,
+        token_scores=token_scores.astype(np.float32),
+        style_weights=np.asarray(style_weights, dtype=np.float64),
+        bias=np.float64(bias),
+        delta_len_std=np.float64(delta_len_std),
+        features=np.array(FEATURE_NAMES),
+    )
+    return path
 
 
 class DistilledHead:
-    """A trained head: per-token scores, style weights, bias, and its manifest."""
+    """A trained head: per-token scores, style weights, bias, its feature list and manifest
+    (``<name>.json`` beside ``<name>.npz``, or the run's ``manifest.json``)."""
 
     def __init__(self, path: Path) -> None:
         try:
             with np.load(path) as data:
-                self.token_scores = data["token_scores"].astype(np.float32)
-                self.style_weights = data["style_weights"].astype(np.float64)
-                self.bias = float(data["bias"])
-                self.delta_len_std = float(data["delta_len_std"])
-        except (OSError, KeyError, ValueError) as error:
+                files = set(data.files)
+                arrays = {name: data[name] for name in HEAD_FIELDS if name in files}
+        except (OSError, ValueError) as error:
             raise ConfigError(f"{path}: not a distilled judge head: {error}") from None
+        missing = [name for name in HEAD_FIELDS if name not in arrays]
+        if missing:
+            raise ConfigError(
+                f"{path}: not a distilled judge head of this simfarm: field(s) "
+                f"{', '.join(repr(m) for m in missing)} missing (a head records the feature "
+                "list it was trained with; retrain with `simfarm train "
+                "recipes/distilled_judge.yaml --out DIR`)"
+            )
+        self.token_scores = arrays["token_scores"].astype(np.float32)
+        self.style_weights = arrays["style_weights"].astype(np.float64)
+        self.bias = float(arrays["bias"])
+        self.delta_len_std = float(arrays["delta_len_std"])
+        self.features = tuple(str(name) for name in arrays["features"])
+        if self.features != FEATURE_NAMES:
+            raise ConfigError(
+                f"{path}: field 'features': the head was trained on features "
+                f"{list(self.features)}, but this simfarm computes {list(FEATURE_NAMES)}; "
+                "retrain it (`simfarm train recipes/distilled_judge.yaml --out DIR`) or use "
+                "the simfarm version it was made with"
+            )
         if self.style_weights.shape != (len(STYLE_FEATURES),):
             raise ConfigError(
                 f"{path}: field 'style_weights' has shape {self.style_weights.shape}, "
                 f"expected ({len(STYLE_FEATURES)},)"
             )
-        manifest = path.with_suffix(".json")
-        self.manifest: dict[str, Any] = (
-            json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
-        )
-        self.digest = hashlib.sha256(path.read_bytes()).hexdigest()
-
-    def embedding_score(self, ids: list[int]) -> float:
-        if not ids:
-            return 0.0
-        index = np.asarray(ids)
-        if int(index.max()) >= self.token_scores.size:
+        if self.token_scores.ndim != 1:
             raise ConfigError(
-                f"token id {int(index.max())} outside the head's vocabulary "
-                f"({self.token_scores.size}): a different tokenizer than the one trained with"
+                f"{path}: field 'token_scores' has shape {self.token_scores.shape}, "
+                "expected one score per vocabulary token"
             )
-        return float(self.token_scores[index].mean())
+        self.path = path
+        self.manifest: dict[str, Any] = {}
+        for manifest in (path.with_suffix(".json"), path.parent / "manifest.json"):
+            if manifest.is_file():
+                self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+                break
+        self.digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.weights = np.concatenate([self.style_weights, [1.0]])
+        """Over :data:`FEATURE_NAMES`, the content block folded into ``token_scores``."""
+
+    def featurizer(self, tokenizer: Any) -> PairFeaturizer:
+        return PairFeaturizer(tokenizer, self.token_scores[:, None], self.delta_len_std)
 
     def probability(self, tokenizer: Any, output_1: str, output_2: str) -> float:
         """P(output 2 wins)."""
-        content = self.embedding_score(token_ids(tokenizer, output_2)) - self.embedding_score(
-            token_ids(tokenizer, output_1)
-        )
-        style = float(style_features(output_1, output_2, self.delta_len_std) @ self.style_weights)
-        return 1.0 / (1.0 + math.exp(-(content + style + self.bias)))
+        features = self.featurizer(tokenizer).features(output_1, output_2)
+        return 1.0 / (1.0 + math.exp(-(float(features @ self.weights) + self.bias)))
 
 
 @functools.cache
 def load_head(name: str) -> DistilledHead:
-    """A head shipped in :data:`HEAD_PACKAGE` (``<name>.npz`` + ``<name>.json``), or a path."""
+    """A head shipped in :data:`HEAD_PACKAGE` (``<name>.npz`` + ``<name>.json``), or a path
+    to a ``.npz`` (a persona's relative path is resolved against its file when loaded)."""
     candidate = Path(name)
-    if candidate.suffix == ".npz" and candidate.is_file():
+    if candidate.suffix == ".npz":
+        if not candidate.is_file():
+            raise ConfigError(f"no distilled judge head at {candidate}")
         return DistilledHead(candidate)
     shipped = resources.files(HEAD_PACKAGE) / f"{name}.npz"
     if not shipped.is_file():
-        raise ConfigError(f"no distilled judge head {name!r} (looked in {HEAD_PACKAGE})")
+        raise ConfigError(
+            f"no distilled judge head {name!r} (looked in {HEAD_PACKAGE}; a head file is a "
+            "path ending in .npz)"
+        )
     with resources.as_file(shipped) as path:
         return DistilledHead(Path(path))
 

@@ -87,11 +87,34 @@ def read_spec(path: Path) -> PersonaSpec | AnnotatorPool:
 
 def load_persona_file(path: Path, spec: PersonaSpec | None = None) -> LoadedPersona:
     spec = spec or _expect_persona(path, read_spec(path))
+    spec = _with_head_path(path, spec)
     template = None
     prompt_template = getattr(spec, "prompt_template", None)
     if prompt_template is not None:
         template = PromptTemplate.from_file(find_template(path, prompt_template))
     return LoadedPersona(spec=spec, template=template, path=path)
+
+
+def _with_head_path(persona_path: Path, spec: PersonaSpec) -> PersonaSpec:
+    """A distilled persona's ``head:`` that is a path (``.npz``) is relative to the persona
+    file: resolved here, and the head loaded now, so a missing file or a head trained on other
+    features fails naming the persona file and the field."""
+    head = getattr(spec, "head", None)
+    if head is None:
+        return spec
+    from simfarm.annotation.distilled import load_head
+
+    if Path(head).suffix == ".npz":
+        resolved = Path(head) if Path(head).is_absolute() else persona_path.parent / head
+        if not resolved.is_file():
+            raise ConfigError(f"{persona_path}: head: no head file at {resolved}")
+        head = str(resolved.resolve())
+        spec = spec.model_copy(update={"head": head})
+    try:
+        load_head(head)
+    except ConfigError as error:
+        raise ConfigError(f"{persona_path}: head: {error}") from None
+    return spec
 
 
 def find_template(persona_path: Path, name: str) -> Path:

@@ -43,8 +43,8 @@ class PairwisePersona(BaseModel):
     ``distilled``: a trained head, see ``head``). Excludes ``backend``."""
     head: str | None = None
     """For ``rule: distilled``: the trained head, a name shipped in
-    ``simfarm/annotation/distilled_heads`` or a path to its ``.npz``
-    (:mod:`simfarm.annotation.distilled`)."""
+    ``simfarm/annotation/distilled_heads`` or a path to a ``.npz`` written by the
+    ``distilled_judge`` recipe, relative to this file (:mod:`simfarm.annotation.distilled`)."""
     backend: BackendSpec | None = None
     """Which LLM answers (name, model, options)."""
     prompt_template: str | None = None

@@ -97,7 +97,8 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Run a training recipe (SFT, reward model, DPO, best-of-n, expert iteration, PPO)."""
+    """Run a training recipe (SFT, reward model, DPO, best-of-n, expert iteration, PPO,
+    distilled judge)."""
     from simfarm.training.config import load_recipe_config
     from simfarm.training.manifest import config_digest, read_manifest
     from simfarm.training.run import read_result, run_recipe

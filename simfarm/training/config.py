@@ -12,6 +12,7 @@ exists, naming the key and the path when one does not.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -216,7 +217,8 @@ class RecipeConfig(_Strict):
     """Fields every recipe has. Each method subclasses it with its own ``data`` and knobs."""
 
     method: str
-    """Which recipe runs: sft, reward_model, dpo, best_of_n, expert_iteration, ppo."""
+    """Which recipe runs: sft, reward_model, dpo, best_of_n, expert_iteration, ppo,
+    distilled_judge."""
     model: ModelSpec = Field(default_factory=ModelSpec)
     """The starting model."""
     lora: LoraSpec = Field(default_factory=LoraSpec)
@@ -334,6 +336,13 @@ def resolve_paths(config: RecipeConfig, base_dir: Path, source: str) -> None:
     """
     for key, owner, name in _input_paths(config):
         raw = getattr(owner, name)
+        if isinstance(raw, list):  # several input paths (e.g. data.annotations files)
+            paths = [Path(os.path.normpath(base_dir / p)) for p in raw]
+            for index, item in enumerate(paths):
+                if not item.exists():
+                    raise ConfigError(f"{source}: {key}.{index}: data file not found: {item}")
+            object.__setattr__(owner, name, paths)
+            continue
         path = Path(raw)
         resolved = path if path.is_absolute() else base_dir / path
         if isinstance(owner, InstructionSource):

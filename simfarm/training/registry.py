@@ -57,6 +57,11 @@ RECIPES: dict[str, RecipeEntry] = {
         "simfarm.training.ppo:run_ppo",
         "PPO with a value head, KL penalty to the reference, GAE",
     ),
+    "distilled_judge": RecipeEntry(
+        "simfarm.training.distilled_judge:DistilledJudgeConfig",
+        "simfarm.training.distilled_judge:run_distilled_judge",
+        "distil a judge's verdicts into a head for the `distilled` persona rule",
+    ),
 }
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from simfarm.annotation import annotate, load_annotator
-from simfarm.annotation.distilled import STYLE_FEATURES, DistilledHead, load_head
+from simfarm.annotation.distilled import FEATURE_NAMES, STYLE_FEATURES, DistilledHead, load_head
 from simfarm.annotation.persona import PairwisePersona
 from simfarm.errors import ConfigError
 from simfarm.types import PairwiseItem
@@ -21,17 +21,22 @@ HEADS = resources.files("simfarm.annotation.distilled_heads")
 
 
 def test_shipped_head_matches_its_manifest() -> None:
-    """The head in the package is the one its manifest describes (same bytes), and the
-    manifest says how it was made and what it measured."""
+    """The head in the package is the one its manifest describes (same bytes), made by the
+    `distilled_judge` recipe, and the manifest says how to reproduce it and what it measured."""
     npz = Path(str(HEADS / "embedded_distilled.npz"))
     manifest = json.loads(Path(str(HEADS / "embedded_distilled.json")).read_text())
-    assert hashlib.sha256(npz.read_bytes()).hexdigest() == manifest["npz_sha256"]
-    assert manifest["n_pairs"] > 30_000 and len(manifest["systems"]) == 39
-    assert manifest["folded_vs_fitted_max_abs_diff"] < 1e-4
-    figures = manifest["held_out_figures"]
-    assert figures["static_emb_bt"]["agreement_balanced"] > figures["longest"]["agreement_balanced"]
+    assert hashlib.sha256(npz.read_bytes()).hexdigest() == manifest["head"]["sha256"]
+    assert manifest["method"] == "distilled_judge"
+    assert manifest["reproduce"].startswith("simfarm train recipes/distilled_judge.yaml --out ")
+    assert manifest["features"] == list(FEATURE_NAMES)
+    data = manifest["training_data"]
+    assert data["n_pairs"] > 30_000 and len(data["systems"]) == 39
+    assert manifest["head"]["folded_vs_fitted_max_abs_diff"] < 1e-4
+    heldout = manifest["heldout"]
+    assert heldout["distilled"]["agreement_balanced"] > heldout["longest"]["agreement_balanced"]
     head = load_head("embedded_distilled")
     assert head.token_scores.shape == (262_144,) and head.bias == 0.0
+    assert head.features == FEATURE_NAMES
     assert npz.stat().st_size < 2_000_000
 
 
@@ -53,7 +58,12 @@ def test_distilled_rule_needs_a_head() -> None:
 def test_bad_head_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.npz"
     np.savez(
-        path, token_scores=np.zeros(10), style_weights=np.zeros(3), bias=0.0, delta_len_std=1.0
+        path,
+        token_scores=np.zeros(10),
+        style_weights=np.zeros(3),
+        bias=0.0,
+        delta_len_std=1.0,
+        features=np.array(FEATURE_NAMES),
     )
     with pytest.raises(ConfigError, match=r"broken\.npz: field 'style_weights' has shape"):
         DistilledHead(path)

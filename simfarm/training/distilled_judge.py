@@ -1,0 +1,431 @@
+"""The ``distilled_judge`` recipe: distil a judge's pairwise verdicts into a head for the
+``distilled`` rule (:mod:`simfarm.annotation.distilled`), the way ``embedded_distilled`` ships.
+
+Features are :mod:`simfarm.annotation.distilled_features`' (the embedded Gemma 3 270M's mean
+input embedding of each output, plus length and style counts; output 2 minus output 1). The
+head is a Bradley–Terry logistic regression (scikit-learn, L2 with ``C`` on standardised
+features): every pair in both orders and no intercept, so the judge is symmetric (``P(a, b) =
+1 - P(b, a)``) and learns nothing from the data's fixed roles (in alpaca_eval files output 1 is
+always the reference). A soft label ``p`` (a weighted annotator's preference) enters as two
+rows per order weighted ``p`` and ``1 - p``, as alpaca_eval reads it. The standardisation and
+the embedding matrix are then folded into one score per vocabulary token, and the folded head,
+scored through the same code path the persona uses, must reproduce the fitted one.
+
+Before that, unless ``heldout.enabled`` is false, the same fit is measured on systems it never
+saw: ``GroupKFold`` over ``generator_2``, so no system's pairs are split between training and
+test; agreement with the judge on decisive pairs, on length-balanced pairs, and the Spearman
+correlation of the systems' predicted win rates with the judge's, beside ``longest`` on the
+same pairs.
+
+Writes ``head.npz`` (usable as a persona's ``head:``), ``manifest.json`` (data digests,
+hyper-parameters, feature list, the command, package versions), ``metrics.jsonl`` (one line per
+held-out fold) and ``result.json``. Nothing is resumed: a killed run starts again (minutes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from simfarm.training.config import RecipeConfig, _Strict
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from simfarm.training.run import RecipeOutcome, RunContext
+    from simfarm.training.verdicts import Verdicts
+
+HEAD_FILE = "head.npz"
+EMBEDDING_KEY = "model.embed_tokens.weight"
+"""The input-embedding matrix in the embedded Gemma's converted ``model.safetensors``."""
+
+
+class DistilledJudgeData(_Strict):
+    """The judge's verdicts to distil."""
+
+    annotations: list[Path] = Field(json_schema_extra={"input": True})
+    """A folder of annotation files, or a list of files (relative to the recipe file):
+    alpaca_eval ``annotations.json`` (preference 1/2, or a float in [1, 2] as a soft label)
+    or `simfarm annotate` output (JSONL, .json, .parquet)."""
+    labels: Literal["decisive", "soft"] = "soft"
+    """"soft": every judged pair, ``preference - 1`` as the probability that output 2 won
+    (ties count half each way); "decisive": only verdicts that are exactly 1 or 2."""
+    on_bad_record: Literal["coerce", "skip", "error"] = "error"
+    """A record with a missing or malformed field: "error" stops, listing file, record index
+    and field of each; "coerce" repairs what can be repaired faithfully and skips the rest;
+    "skip" drops every bad record. Either way each is listed in the manifest."""
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | Path) else value
+
+
+class HeldOutSpec(_Strict):
+    """Measure the recipe on systems it never saw before fitting the final head."""
+
+    enabled: bool = True
+    """Run the held-out evaluation (needs at least two systems)."""
+    folds: int = Field(default=5, ge=2)
+    """GroupKFold folds over systems (``generator_2``); fewer when there are fewer systems."""
+    balance: float = Field(default=0.8, gt=0, le=1)
+    """A pair is length-balanced when its shorter output is at least this share of the
+    longer one."""
+
+
+class DistilledJudgeConfig(RecipeConfig):
+    """A linear Bradley–Terry head over the embedded Gemma's token embeddings and style
+    features, distilled from a judge's pairwise verdicts (scikit-learn; no LoRA, no GPU)."""
+
+    method: Literal["distilled_judge"] = "distilled_judge"
+    """Always "distilled_judge"."""
+    data: DistilledJudgeData
+    """The verdicts to learn from."""
+    C: float = Field(default=0.05, gt=0)
+    """Inverse L2 strength of the logistic regression (scikit-learn's ``C``), on features
+    scaled to unit variance."""
+    max_iter: int = Field(default=2000, ge=1)
+    """L-BFGS iterations at most."""
+    heldout: HeldOutSpec = Field(default_factory=HeldOutSpec)
+    """Held-out evaluation by system."""
+    check_pairs: int = Field(default=200, ge=1)
+    """Pairs on which the folded head (token scores) must reproduce the fitted one."""
+    check_tolerance: float = Field(default=1e-4, gt=0)
+    """Largest allowed |P_folded - P_fitted| on those pairs."""
+
+    @model_validator(mode="after")
+    def _embedded_only(self) -> DistilledJudgeConfig:
+        if self.model.name_or_path != "embedded":
+            raise ValueError(
+                "model.name_or_path: the distilled judge scores with the embedded Gemma's "
+                'tokenizer and embeddings; only "embedded" is supported'
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# Fitting
+
+
+def both_orders(
+    features: np.ndarray, p_second: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Rows, labels and sample weights (None when all are 1) of the Bradley–Terry fit.
+
+    Pair ``i`` forwards gives label 1 with weight ``p`` and label 0 with weight ``1 - p``;
+    backwards (negated features) the reverse. Zero-weight rows are left out, so decisive
+    verdicts give exactly one row per order: ``[X; -X]`` with labels ``[y; 1 - y]``.
+    """
+    import numpy as np
+
+    n = len(p_second)
+    index = np.repeat(np.arange(n), 2)
+    label = np.tile([1, 0], n)
+    rows, labels, weights = [], [], []
+    for sign, p_label_1 in ((1.0, p_second), (-1.0, 1.0 - p_second)):
+        weight = np.where(label == 1, p_label_1[index], 1.0 - p_label_1[index])
+        keep = weight > 0
+        rows.append(sign * features[index[keep]])
+        labels.append(label[keep])
+        weights.append(weight[keep])
+    all_weights = np.concatenate(weights)
+    uniform = bool(np.all(all_weights == 1.0))
+    return np.vstack(rows), np.concatenate(labels), None if uniform else all_weights
+
+
+def fit_head(features: np.ndarray, p_second: np.ndarray, C: float, max_iter: int) -> Any:
+    """The standardised logistic regression; returns ``(scaler, model)``."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    # Scale from each pair once per order (symmetric, so no centring is needed).
+    scaler = StandardScaler(with_mean=False).fit(np.vstack([features, -features]))
+    rows, labels, weights = both_orders(features, p_second)
+    model = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=False)
+    model.fit(scaler.transform(rows), labels, sample_weight=weights)
+    return scaler, model
+
+
+def predict(fitted: Any, features: np.ndarray) -> np.ndarray:
+    scaler, model = fitted
+    return model.predict_proba(scaler.transform(features))[:, 1]  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------
+# Held-out figures
+
+
+def agreement_figures(
+    prob: np.ndarray,
+    p_second: np.ndarray,
+    len_1: np.ndarray,
+    len_2: np.ndarray,
+    systems: np.ndarray,
+    balance: float,
+) -> dict[str, float]:
+    """Agreement with the judge on its decisive pairs (a 0.5 prediction scores half), on the
+    length-balanced ones among them, and Spearman over systems of mean P(output 2 wins)
+    against the judge's win rate (mean ``p``)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    decisive = p_second != 0.5
+    correct = np.where(prob == 0.5, 0.5, ((prob > 0.5) == (p_second > 0.5)).astype(float))
+    balanced = decisive & (np.minimum(len_1, len_2) >= balance * np.maximum(len_1, len_2))
+    names = sorted(set(systems.tolist()))
+    ours = [float(prob[systems == s].mean()) for s in names]
+    theirs = [float(p_second[systems == s].mean()) for s in names]
+    spearman = float(spearmanr(ours, theirs).statistic) if len(names) > 2 else float("nan")
+    return {
+        "agreement": float(correct[decisive].mean()) if decisive.any() else float("nan"),
+        "agreement_balanced": float(correct[balanced].mean()) if balanced.any() else float("nan"),
+        "spearman_systems": spearman,
+        "n_decisive": int(decisive.sum()),
+        "n_balanced": int(balanced.sum()),
+        "n_systems": len(names),
+    }
+
+
+def system_folds(systems: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index arrays; each system's pairs lie wholly on one side."""
+    from sklearn.model_selection import GroupKFold
+
+    n_systems = len(set(systems.tolist()))
+    splitter = GroupKFold(n_splits=min(folds, n_systems))
+    return list(splitter.split(systems, groups=systems))
+
+
+def longest_probability(len_1: np.ndarray, len_2: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.where(len_2 > len_1, 1.0, np.where(len_2 < len_1, 0.0, 0.5))
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+def load_embedding() -> tuple[Path, np.ndarray]:
+    """The embedded Gemma's converted folder and its input-embedding matrix as float32
+    (262,144 x 640, 670 MB; gathering rows from numpy is ~30x faster than from the bfloat16
+    tensor)."""
+    from safetensors import safe_open
+
+    from simfarm.backends.embedded import ensure_converted
+
+    folder = ensure_converted()
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        return folder, handle.get_tensor(EMBEDDING_KEY).float().numpy()
+
+
+def fold_token_scores(embedding: np.ndarray, content_weights: np.ndarray) -> np.ndarray:
+    """One score per vocabulary token: its embedding row · the content weights (float64
+    arithmetic, stored as float32)."""
+    import numpy as np
+
+    return (embedding @ content_weights).astype(np.float32)  # type: ignore[no-any-return]
+
+
+def command_line() -> str:
+    """This process's command line (``simfarm train ...``), secrets redacted."""
+    from simfarm.redaction import redact
+
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    return shlex.join(redact(arg) for arg in argv)
+
+
+def _record_manifest(
+    config: DistilledJudgeConfig,
+    context: RunContext,
+    verdicts: Verdicts,
+    head: dict[str, Any],
+    heldout: dict[str, Any] | None,
+) -> None:
+    from simfarm.annotation.distilled_features import FEATURE_NAMES, MAX_TOKENS
+    from simfarm.provenance import package_versions as versions_of
+    from simfarm.training.manifest import package_versions
+
+    command = command_line()
+    context.manifest_extra.setdefault("data", {})["annotations"] = {
+        "sha256": verdicts.data_sha256,
+        "files": [vars(f) for f in verdicts.files],
+    }
+    context.record(
+        "packages",
+        {
+            **package_versions(),
+            **versions_of(("numpy", "scikit-learn", "scipy", "safetensors")),
+        },
+    )
+    context.record(
+        "training_data",
+        {
+            "n_pairs": len(verdicts.verdicts),
+            "systems": verdicts.systems,
+            "labels": config.data.labels,
+            "failed_left_out": verdicts.failed,
+            "not_decisive_left_out": verdicts.not_decisive,
+            "bad_records": [issue.describe() for issue in verdicts.issues],
+        },
+    )
+    context.record(
+        "hyper_parameters",
+        {
+            "C": config.C,
+            "max_iter": config.max_iter,
+            "model": "sklearn LogisticRegression (lbfgs, L2), no intercept, both orders",
+            "standardise": "unit variance (no centring), folded into the weights",
+            "max_tokens": MAX_TOKENS,
+        },
+    )
+    context.record("features", list(FEATURE_NAMES))
+    context.record("head", head)
+    context.record("heldout", heldout)
+    context.record("command", command)
+    # Run from Python (not the CLI), the config is in this manifest's "config".
+    context.record("reproduce", command if command.startswith("simfarm train ") else None)
+
+
+def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> RecipeOutcome:
+    import numpy as np
+
+    from simfarm.annotation.distilled import DistilledHead, embedded_tokenizer, save_head
+    from simfarm.annotation.distilled_features import (
+        STYLE_FEATURES,
+        PairFeaturizer,
+        length_spread,
+    )
+    from simfarm.errors import ConfigError, SimfarmError
+    from simfarm.training.run import RecipeOutcome
+    from simfarm.training.verdicts import annotation_files, read_verdicts
+
+    started = time.perf_counter()
+    files = annotation_files(config.data.annotations)
+    context.report("reading verdicts", 0, len(files))
+    verdicts = read_verdicts(files, config.data.labels, config.data.on_bad_record)
+    context.report("reading verdicts", len(files), len(files))
+    pairs = [(v.output_1, v.output_2) for v in verdicts.verdicts]
+    p_second = np.array([v.p_second for v in verdicts.verdicts])
+    systems = np.array([v.generator_2 for v in verdicts.verdicts])
+    if config.heldout.enabled and len(set(systems.tolist())) < 2:
+        raise ConfigError(
+            f"heldout: the held-out evaluation holds out whole systems (generator_2), but the "
+            f"data has only {sorted(set(systems.tolist()))}; give more systems or set "
+            "heldout.enabled=false"
+        )
+
+    folder, embedding = load_embedding()
+    tokenizer = embedded_tokenizer()
+    delta_len_std = length_spread(pairs)
+    featurizer = PairFeaturizer(tokenizer, embedding, delta_len_std, cache_texts=True)
+    rows = []
+    for index, (first, second) in enumerate(pairs):
+        rows.append(featurizer.features(first, second))
+        if index % 1000 == 0:
+            context.report("featurising pairs", index, len(pairs))
+    context.report("featurising pairs", len(pairs), len(pairs))
+    features = np.array(rows)
+    del rows, featurizer
+
+    len_1 = np.array([len(first) for first, _ in pairs], dtype=float)
+    len_2 = np.array([len(second) for _, second in pairs], dtype=float)
+    heldout: dict[str, Any] | None = None
+    if config.heldout.enabled:
+        splits = system_folds(systems, config.heldout.folds)
+        prob = np.zeros(len(pairs))
+        for fold, (train, test) in enumerate(splits):
+            context.report("held-out folds", fold, len(splits))
+            fitted = fit_head(features[train], p_second[train], config.C, config.max_iter)
+            prob[test] = predict(fitted, features[test])
+            figures = agreement_figures(
+                prob[test],
+                p_second[test],
+                len_1[test],
+                len_2[test],
+                systems[test],
+                config.heldout.balance,
+            )
+            context.metrics.log(
+                fold,
+                {**figures, "n_test_pairs": len(test)},
+                stage="heldout",
+                test_systems=sorted(set(systems[test].tolist())),
+            )
+        context.report("held-out folds", len(splits), len(splits))
+        balance = config.heldout.balance
+        heldout = {
+            "folds": len(splits),
+            "split": "GroupKFold over generator_2 (whole systems held out)",
+            "balance": balance,
+            "distilled": agreement_figures(prob, p_second, len_1, len_2, systems, balance),
+            "longest": agreement_figures(
+                longest_probability(len_1, len_2), p_second, len_1, len_2, systems, balance
+            ),
+        }
+
+    context.report("fitting the head", 0, 1)
+    fitted = fit_head(features, p_second, config.C, config.max_iter)
+    scaler, model = fitted
+    weights = model.coef_[0] / scaler.scale_
+    n_style = len(STYLE_FEATURES)
+    token_scores = fold_token_scores(embedding, weights[n_style:])
+    context.report("fitting the head", 1, 1)
+
+    path = context.out_dir / HEAD_FILE
+    tmp = context.out_dir / "head.tmp.npz"
+    save_head(
+        tmp,
+        token_scores=token_scores,
+        style_weights=weights[:n_style],
+        bias=0.0,
+        delta_len_std=delta_len_std,
+    )
+    os.replace(tmp, path)
+    # The folded head, scored through the persona's own code path, must be the fitted one.
+    check = np.random.default_rng(0).choice(
+        len(pairs), min(config.check_pairs, len(pairs)), replace=False
+    )
+    folded = DistilledHead(path)
+    ours = np.array([folded.probability(tokenizer, *pairs[i]) for i in check])
+    worst = float(np.max(np.abs(predict(fitted, features[check]) - ours)))
+    head = {
+        "file": HEAD_FILE,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "embedding": f"{folder.name}/model.safetensors:{EMBEDDING_KEY}",
+        "vocabulary": int(token_scores.size),
+        "delta_len_std": delta_len_std,
+        "folded_vs_fitted_max_abs_diff": worst,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    _record_manifest(config, context, verdicts, head, heldout)
+    context.write_manifest()
+    if worst > config.check_tolerance:
+        path.unlink()
+        raise SimfarmError(
+            f"the folded head differs from the fitted one by {worst:.2e} "
+            f"(> check_tolerance {config.check_tolerance}); head.npz removed"
+        )
+    metrics: dict[str, float] = {
+        "n_pairs": float(len(pairs)),
+        "n_systems": float(len(verdicts.systems)),
+        "folded_check_max_abs_diff": worst,
+        "bad_records": float(len(verdicts.issues)),
+        "train_agreement": agreement_figures(
+            predict(fitted, features), p_second, len_1, len_2, systems, config.heldout.balance
+        )["agreement"],
+    }
+    if heldout is not None:
+        for who in ("distilled", "longest"):
+            for key in ("agreement", "agreement_balanced", "spearman_systems"):
+                metrics[f"heldout_{who}_{key}"] = heldout[who][key]
+        metrics["heldout_n_balanced"] = float(heldout["distilled"]["n_balanced"])
+    finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
+    return RecipeOutcome(final_metrics=finite, checkpoint=path)

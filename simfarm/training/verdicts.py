@@ -1,0 +1,140 @@
+"""A judge's pairwise verdicts as training labels for a distilled judge.
+
+Reads alpaca_eval annotation files (``annotations.json``: a JSON array; ``preference`` 1 or 2,
+or a float in [1, 2] from a weighted annotator, legacy 0 = draw, null = failed) and simfarm's
+own ``simfarm annotate`` output (JSONL, ``.json`` or ``.parquet``), through the evaluation
+reader (:func:`simfarm.evaluation.io.parse_annotation_records`), so both formats are checked
+field by field and a bad record is reported with file, record index and field under the
+usual :data:`~simfarm.record_checks.BadRecordPolicy`.
+
+Each verdict becomes a soft label ``p = preference - 1``: the probability that output 2 won,
+as alpaca_eval reads a weighted preference. ``labels: decisive`` keeps only verdicts that are
+exactly 1 or 2 (what the shipped head was trained on); ``soft`` keeps every judged pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from simfarm.errors import ConfigError
+from simfarm.record_checks import BadRecordPolicy, RecordIssue, raise_if_error
+
+LabelMode = Literal["decisive", "soft"]
+ANNOTATION_SUFFIXES = (".json", ".jsonl", ".parquet", ".json.gz", ".jsonl.gz")
+"""Files of a ``data.annotations`` folder that are read (others, e.g. a README, are not)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judged pair: ``p_second`` is the probability that output 2 won."""
+
+    output_1: str
+    output_2: str
+    generator_2: str
+    p_second: float
+
+
+@dataclass
+class VerdictFile:
+    path: str
+    sha256: str
+    records: int
+    kept: int
+
+
+@dataclass
+class Verdicts:
+    """Every verdict kept, with what happened to the other records."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    files: list[VerdictFile] = field(default_factory=list)
+    failed: int = 0
+    """Records without a verdict (failed annotations, null preference)."""
+    not_decisive: int = 0
+    """Records left out by ``labels: decisive`` (ties and soft preferences)."""
+    issues: list[RecordIssue] = field(default_factory=list)
+    data_sha256: str = ""
+    """sha256 of the files' bytes, concatenated in the order read."""
+
+    @property
+    def systems(self) -> list[str]:
+        return sorted({v.generator_2 for v in self.verdicts})
+
+
+def annotation_files(source: Path | Sequence[Path]) -> list[Path]:
+    """The files to read: a folder's annotation files (sorted by name), or the files given."""
+    sources = [Path(source)] if isinstance(source, str | Path) else [Path(s) for s in source]
+    files: list[Path] = []
+    for path in sources:
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.name.endswith(ANNOTATION_SUFFIXES)
+            )
+            if not found:
+                raise ConfigError(
+                    f"{path}: data.annotations: no annotation files "
+                    f"({', '.join(ANNOTATION_SUFFIXES)}) in this folder"
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"data.annotations: not found: {path}")
+    return files
+
+
+def read_verdicts(
+    files: Sequence[Path], labels: LabelMode = "soft", policy: BadRecordPolicy = "error"
+) -> Verdicts:
+    """Read every file; stop (policy ``error``) listing every bad record, or keep the
+    repairable ones (``coerce``) / drop them (``skip``), each listed in ``issues``."""
+    from simfarm.datafiles import read_records
+    from simfarm.evaluation.io import parse_annotation_records
+
+    result = Verdicts()
+    combined = hashlib.sha256()
+    for path in files:
+        data = Path(path).read_bytes()
+        combined.update(data)
+        records = read_records(Path(path))
+        loaded = parse_annotation_records(str(path), records, policy)
+        raise_if_error(loaded.issues, policy, str(path))
+        result.issues.extend(loaded.issues)
+        kept = 0
+        for annotation in loaded.annotations:
+            preference = annotation.preference
+            if preference is None:
+                result.failed += 1
+                continue
+            if labels == "decisive" and preference not in (1.0, 2.0):
+                result.not_decisive += 1
+                continue
+            result.verdicts.append(
+                Verdict(
+                    output_1=annotation.output_1,
+                    output_2=annotation.output_2,
+                    generator_2=annotation.generator_2,
+                    p_second=float(preference) - 1.0,
+                )
+            )
+            kept += 1
+        result.files.append(
+            VerdictFile(
+                path=str(path),
+                sha256=hashlib.sha256(data).hexdigest(),
+                records=len(records),
+                kept=kept,
+            )
+        )
+    result.data_sha256 = combined.hexdigest()
+    if not result.verdicts:
+        raise ConfigError(
+            f"data.annotations: no usable verdicts in {len(files)} file(s) "
+            f"({result.failed} failed, {result.not_decisive} not decisive under "
+            f"labels: {labels})"
+        )
+    return result
