@@ -157,12 +157,14 @@ def _valid_rows(
 
 
 class JointVariant(Record):
-    """Departures from the notebook's joint fit, measured in ``bench/lc_fidelity.py`` and not
-    adopted (see there); the defaults are the notebook's fit."""
+    """Details of the joint fit, measured in ``bench/lc_fidelity.py``; the defaults are the
+    notebook's fit."""
 
-    reference_rows: bool = False
-    """Add the reference judged against itself (a tie on every instruction, no length
-    difference), as the notebook's leaderboard includes the baseline's own annotations."""
+    reference_rows: bool = True
+    """Include the reference judged against itself (a tie on every instruction, no length
+    difference) as one more model: the notebook's leaderboard includes the baseline
+    (``gpt4_1106_preview``, 805 draws) and its annotations enter the joint fit. Those ties
+    are known without a judge, so they are built here rather than read."""
     centre: bool = False
     """Centre the instruction effects on their mean instead of fixing the first at 0."""
     discrete: bool = False
@@ -180,9 +182,9 @@ def estimate_difficulty(
 
     ``C``: for the notebook methods, a fixed inverse penalty strength instead of the default
     (``notebook_joint``: chosen by cross-validation; ``notebook_joint_l2``: 1).
-    ``variant``: departures from the notebook's joint fit, for measurement only.
-    The reference judged against itself carries no information and is left out (unless
-    ``variant.reference_rows`` adds it back as the notebook does).
+    ``variant``: details of the notebook methods' joint fit (default: the notebook's), to
+    measure departures from it. Annotations of the reference against itself are skipped
+    (the notebook methods add the reference's ties themselves, see :class:`JointVariant`).
     """
     if method not in DIFFICULTY_METHODS:
         raise ConfigError(f"unknown difficulty method {method!r}; expected {DIFFICULTY_METHODS}")
@@ -300,8 +302,10 @@ def _notebook_joint(
     i.e. a length slope and a bias per model (``Δlen`` divided by that model's own standard
     deviation, not centred), one effect per instruction in treatment coding (the first
     instruction is the reference level, fixed at 0) and the constant not-gamed term (no gamed
-    baselines here, so it is 1 on every row, as in the notebook's rows of real models). The
-    instruction effects are the difficulty; returns them, the ``C`` used and the fit in words.
+    baselines here, so it is 1 on every row, as in the notebook's rows of real models). Like
+    the notebook's, the rows include the reference against itself (a tie on every
+    instruction), unless ``variant.reference_rows`` is off. The instruction effects are the
+    difficulty; returns them, the ``C`` used and the fit in words.
 
     ``penalty="l1"`` is the notebook's fit: ``fit_LogisticRegressionCV(..., n_splits=5)``,
     L1 with ``C`` chosen by its cross-validation on these annotations unless ``C`` is given
@@ -313,6 +317,7 @@ def _notebook_joint(
 
     from simfarm.evaluation.soft_logistic import CS, N_SPLITS, cross_validated_fit, fit_l1
 
+    _check_separable(target, "notebook joint fit")  # on the judge's verdicts, not the ties
     if variant.reference_rows:
         # The baseline against itself: a tie on every instruction with Δlen = 0, as one more
         # "model" (its slope feature is 0: the notebook's jitter divided by its own spread
@@ -351,7 +356,6 @@ def _notebook_joint(
         coef = _soft_label_fit(design, target, C, "notebook joint fit")
         fit = f"L2, C={C:g} (fixed)"
     else:
-        _check_separable(target, "notebook joint fit")
         if C is None:
             coef, C = cross_validated_fit(design, target)
             fit = (
@@ -367,6 +371,8 @@ def _notebook_joint(
     effects = np.concatenate([[0.0], coef[2 * n_models : 2 * n_models + n_inst - 1]])
     if variant.centre:
         effects = effects - effects.mean()
+    if variant.reference_rows:
+        fit += "; reference's own ties included"
     if variant != JointVariant():
         fit += f"; variant {variant.model_dump()}"
     return effects, float(C), fit

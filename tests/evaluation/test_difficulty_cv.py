@@ -15,13 +15,14 @@ import pytest
 
 from simfarm.evaluation.difficulty import (
     InstructionDifficulty,
+    JointVariant,
     estimate_difficulty,
     load_difficulty,
     save_difficulty,
 )
 from simfarm.evaluation.leaderboard import build_leaderboard, leaderboard_markdown
 from simfarm.evaluation.length_controlled import length_controlled_winrate
-from simfarm.testing.lc_simulation import simulate_annotations
+from simfarm.testing.lc_simulation import REFERENCE, simulate_annotations
 from simfarm.types import PairwiseAnnotation
 from tests.evaluation.test_published_lc import _alpaca_eval_glm
 
@@ -50,7 +51,8 @@ def estimated() -> list[Simulated]:
 
 def _notebook_fit(by_model: dict[str, list[PairwiseAnnotation]]) -> tuple[float, np.ndarray]:
     """(C, instruction effects) of the notebook's own code path: its patsy formula on a data
-    frame built as its ``make_data`` does (without the 1e-4 jitter), fitted by alpaca_eval's
+    frame built as its ``make_data`` does (the reference's ties included, without the 1e-4
+    jitter), fitted by alpaca_eval's
     ``fit_LogisticRegressionCV(..., is_ytrue_proba=True, n_splits=5)``."""
     import sklearn
     from patsy import dmatrix
@@ -73,8 +75,19 @@ def _notebook_fit(by_model: dict[str, list[PairwiseAnnotation]]) -> tuple[float,
     df["rand_delta_len_std_only"] = df["delta_len"] / df.groupby("generator_2")[
         "delta_len"
     ].transform("std")
+    # The baseline against itself (the notebook's leaderboard includes it): a tie on every
+    # instruction; its Δlen feature is 0 here where the notebook has jitter / std(jitter).
+    ties = pd.DataFrame(
+        {
+            "generator_2": REFERENCE,
+            "index": range(len(keys)),
+            "rand_delta_len_std_only": 0.0,
+            "preference": 0.5,
+        }
+    )
+    df = pd.concat([df, ties], ignore_index=True)
     df["not_gamed_baseline"] = True
-    ordered_models = list(by_model)  # noqa: F841 (the formula reads it)
+    ordered_models = [REFERENCE, *by_model]  # noqa: F841 (the formula reads it)
     formula = (
         "C(generator_2, levels=ordered_models):np.tanh(rand_delta_len_std_only) "
         "+ C(generator_2, levels=ordered_models) + C(index) "
@@ -162,7 +175,13 @@ def test_chosen_C_is_recorded_in_sidecar_and_leaderboard(
 def test_fixed_l2_variant_stays_selectable(estimated: list[Simulated]) -> None:
     by_model, default = estimated[1]
     l2 = estimate_difficulty(by_model, "notebook_joint_l2")
-    assert (l2.method, l2.C, l2.fit) == ("notebook_joint_l2", 1.0, "L2, C=1 (fixed)")
+    assert (l2.method, l2.C) == ("notebook_joint_l2", 1.0)
+    assert l2.fit == "L2, C=1 (fixed); reference's own ties included"
+    previous = estimate_difficulty(
+        by_model, "notebook_joint_l2", variant=JointVariant(reference_rows=False)
+    )
+    assert previous.fit is not None and "'reference_rows': False" in previous.fit
+    assert previous.entries != l2.entries
     fixed = estimate_difficulty(by_model, C=0.5)
-    assert (fixed.C, fixed.fit) == (0.5, "L1, C=0.5 (fixed)")
+    assert (fixed.C, fixed.fit) == (0.5, "L1, C=0.5 (fixed); reference's own ties included")
     assert fixed.entries != default.entries
