@@ -8,16 +8,21 @@ given (several models judged against one reference on the same instructions):
 
 ``notebook_joint`` (default)
     alpaca_eval's own estimate (its ``notebooks/instruction_difficulty.ipynb``): one logistic
-    regression over every annotation with a length slope and a bias per model, one effect per
-    instruction and the not-gamed term, fitted as the notebook does with alpaca_eval's
-    cross-validated helper: L1 penalty, ``C`` chosen among ``np.logspace(-4, 4, 10)`` by 5-fold
-    grouped cross-validation on the continuous log-loss of the annotations at hand
-    (:mod:`.soft_logistic`). The instruction effects are the difficulty (first instruction
-    fixed at 0); the chosen ``C`` is stored with them (``InstructionDifficulty.C``, the
-    sidecar JSON and the leaderboard note). See :func:`_notebook_joint`.
+    regression over every annotation, plus the reference's own ties (the notebook's data
+    includes the baseline against itself), with a length slope and a bias per model, one
+    effect per instruction and the not-gamed term, fitted as the notebook does with
+    alpaca_eval's cross-validated helper: L1 penalty, ``C`` chosen among
+    ``np.logspace(-4, 4, 10)`` by 5-fold grouped cross-validation on the continuous log-loss
+    of the annotations at hand (:mod:`.soft_logistic`). The instruction effects are the
+    difficulty (first instruction fixed at 0); the chosen ``C`` is stored with them
+    (``InstructionDifficulty.C`` and ``.fit``, the sidecar JSON and the leaderboard note).
+    With few models the choice is noisy (on 7 simulated models it sometimes picks
+    ``C = 0.36``, which zeroes most effects): ``bench/lc_fidelity.py`` reports it.
+    See :func:`_notebook_joint`.
 ``notebook_joint_l2``
-    The same joint model with a fixed L2 penalty (``C = 1`` unless given): simfarm's earlier
-    default, kept so the two can be compared (``bench/lc_fidelity.py``).
+    The same joint model with a fixed L2 penalty (``C = 1`` unless given); with
+    ``JointVariant(reference_rows=False)`` it is simfarm's earlier default, kept so the two
+    can be compared.
 ``joint_glm``
     One logistic regression over every (model, instruction) annotation:
     ``P(model beats reference on x) = σ(θ_model + γ_x)`` with soft labels ``preference - 1``
