@@ -11,7 +11,8 @@ Rows: the default ``notebook_joint`` (the notebook's joint model with the refere
 ties, alpaca_eval's L1 fit with ``C`` chosen by its cross-validation on these annotations, the
 chosen ``C`` printed), the same without the ties, at fixed ``C`` (``--C``, from alpaca_eval's
 grid), the earlier fixed-L2 fit (simfarm's previous default: L2, C=1, no ties), the variants
-of :class:`JointVariant` (centred effects, discrete labels), and the older methods.
+of :class:`JointVariant` (centred effects, discrete labels, rows and ``Δlen`` scale as the
+per-model GLM builds them), and the older methods.
 
 Second table, the criterion that may decide between variants (it does not use the published
 LC): annotations simulated from alpaca_eval's own formula with known difficulty, strengths and
@@ -79,6 +80,7 @@ def candidates(
     for name, variant in (
         ("+ centred effects", JointVariant(centre=True)),
         ("+ discrete labels", JointVariant(discrete=True)),
+        ("+ per-model GLM's rows", JointVariant(glm_rows=True)),
     ):
         rows.append((f"notebook_joint CV {name}", estimate_difficulty(by_model, variant=variant)))
         rows.append(

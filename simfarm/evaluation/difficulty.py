@@ -174,6 +174,10 @@ class JointVariant(Record):
     """Centre the instruction effects on their mean instead of fixing the first at 0."""
     discrete: bool = False
     """Round the soft preferences to win/loss (exact ties stay 0.5) before fitting."""
+    glm_rows: bool = False
+    """Rows and length feature as alpaca_eval's per-model GLM builds them instead of the
+    notebook: empty model outputs kept, ``Δlen`` standardised over all of the model's
+    annotations (failed ones included)."""
 
 
 def estimate_difficulty(
@@ -197,7 +201,8 @@ def estimate_difficulty(
     if not rows:
         raise ConfigError("no valid annotation to estimate instruction difficulty from")
     notebook = method in ("notebook_joint", "notebook_joint_l2")
-    if notebook:
+    glm_rows = variant is not None and variant.glm_rows
+    if notebook and not glm_rows:
         # The notebook drops empty model outputs before fitting (``len_2 != 0``).
         rows = [r for r in rows if r.model_len > 0] or rows
     # Instructions in the order first seen (the benchmark's order, alpaca_eval's ``index``):
@@ -221,6 +226,7 @@ def estimate_difficulty(
             penalty="l1" if method == "notebook_joint" else "l2",
             C=C,
             variant=variant or JointVariant(),
+            spread=_all_annotations_spread(annotations_by_model, models) if glm_rows else None,
         )
     elif method == "joint_glm":
         values = _joint_glm(model_idx, inst_idx, target, len(models), len(keys))
@@ -255,6 +261,22 @@ def estimate_difficulty(
                     )
                 )
     return InstructionDifficulty(method=method, models=models, entries=entries, C=used_C, fit=fit)
+
+
+def _all_annotations_spread(
+    annotations_by_model: Mapping[str, Sequence[PairwiseAnnotation]], models: list[str]
+) -> np.ndarray:
+    """Per model, the standard deviation of ``Δlen`` over all its annotations, failed ones
+    included: what alpaca_eval's per-model GLM divides by."""
+    out = np.zeros(len(models))
+    for i, model in enumerate(models):
+        delta = [
+            float(len(a.output_1) - len(a.output_2))
+            for a in annotations_by_model[model]
+            if a.generator_1 != a.generator_2
+        ]
+        out[i] = float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0
+    return out
 
 
 def _check_separable(target: np.ndarray, what: str) -> None:
@@ -297,6 +319,7 @@ def _notebook_joint(
     penalty: Literal["l1", "l2"],
     C: float | None,
     variant: JointVariant,
+    spread: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, str]:
     """alpaca_eval's ``instruction_difficulty.ipynb`` joint fit, one logistic regression over
     every (model, instruction) annotation with the formula
@@ -336,10 +359,13 @@ def _notebook_joint(
     if variant.discrete:
         target = np.where(target > 0.5, 1.0, np.where(target < 0.5, 0.0, 0.5))
     n = target.size
+    given = spread
     spread = np.ones(n_models)
     for m in range(n_models):
         own = delta[model_idx == m]
         std = float(np.std(own, ddof=1)) if own.size > 1 else 0.0
+        if given is not None and m < given.size:
+            std = float(given[m])
         spread[m] = std if std > 0 else 1.0
     slope = np.tanh(delta / spread[model_idx])
     inst_rows = np.flatnonzero(inst_idx > 0)
