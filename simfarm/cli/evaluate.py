@@ -88,7 +88,8 @@ def evaluate(
         str,
         typer.Option(
             help="How to estimate instruction difficulty offline: notebook_joint (alpaca_eval's "
-            "joint fit), joint_glm or logit_mean."
+            "joint fit, L1 with C chosen by cross-validation), notebook_joint_l2 (the same at a "
+            "fixed L2 C=1), joint_glm or logit_mean."
         ),
     ] = "notebook_joint",
     published_difficulty: Annotated[

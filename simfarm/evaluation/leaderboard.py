@@ -86,6 +86,8 @@ class Leaderboard(Record):
     rows: list[LeaderboardRow]
     difficulty_method: str | None = None
     """How instruction difficulty was obtained (None when LC was not computed)."""
+    difficulty_fit: str | None = None
+    """How that fit was regularised (penalty, ``C`` and how ``C`` was chosen), when known."""
     glm_weights: dict[str, GLMWeights] = Field(default_factory=dict)
     judge_agreement: list[str] = Field(default_factory=list)
     """Measured human agreement of the judges behind these rows (from the personas that
@@ -170,6 +172,7 @@ def build_leaderboard(
             rows=sorted(rows.values(), key=sort_key),
             judge_agreement=list(judge_agreement),
             difficulty_method=difficulty.method if length_controlled and difficulty else None,
+            difficulty_fit=difficulty.fit if length_controlled and difficulty else None,
             glm_weights=weights,
             notes=notes,
             judge_checks=check_judges(a for anns in models.values() for a in anns),
@@ -301,7 +304,9 @@ def leaderboard_markdown(leaderboard: Leaderboard) -> str:
         lines += [
             "",
             f"LC: alpaca_eval's length-controlled GLM; instruction difficulty: "
-            f"{leaderboard.difficulty_method} (see instruction_difficulty.csv).",
+            f"{leaderboard.difficulty_method}"
+            + (f" ({leaderboard.difficulty_fit})" if leaderboard.difficulty_fit else "")
+            + " (see instruction_difficulty.csv).",
         ]
     return "\n".join(lines) + "\n"
 

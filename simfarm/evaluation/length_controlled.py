@@ -15,9 +15,8 @@ Fitting mirrors ``alpaca_eval.metrics.glm_winrate`` (``length_controlled_v1``): 
 ``random_state=123``, soft labels ``preference - 1`` entered as two weighted rows, and the
 penalty strength chosen among ``np.logspace(-4, 4, 10)`` by 5-fold ``GroupKFold``
 cross-validation (both copies of a row in the same fold) on the continuous log-loss, then a
-refit on all rows. That is what ``LogisticRegressionCV`` does there; the loop is written out
-with scikit-learn's ``LogisticRegression`` so the scorer needs no global metadata-routing
-switch. Given the same ``γ_x`` it reproduces alpaca_eval's LC values.
+refit on all rows (:mod:`.soft_logistic`). Given the same ``γ_x`` it reproduces alpaca_eval's
+LC values.
 
 Models are fitted one after another on purpose: liblinear seeds a process-global C random
 generator, so fits running in parallel threads interleave its draws and stop being
@@ -33,11 +32,8 @@ length term is fitted from the model's own annotations alone.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -47,12 +43,8 @@ from simfarm.evaluation.difficulty import (
     LCNotComputable,
     instruction_key,
 )
+from simfarm.evaluation.soft_logistic import cross_validated_fit, predict
 from simfarm.types import PairwiseAnnotation, Record
-
-N_SPLITS = 5
-CS = np.logspace(-4, 4, 10)
-RANDOM_STATE = 123
-_EPS = 1e-15
 
 # alpaca_eval's names for the three weights (its patsy formula terms), for saved weights.
 WEIGHT_NAMES = (
@@ -77,80 +69,6 @@ class LengthControlledResult(Record):
     length_controlled_winrate: float
     lc_standard_error: float
     weights: GLMWeights
-
-
-@functools.cache
-def _l1_kwargs() -> dict[str, Any]:
-    """An L1 penalty, spelled as the installed scikit-learn wants it (``penalty`` is
-    deprecated from 1.8 on in favour of ``l1_ratio``)."""
-    from sklearn.linear_model import LogisticRegression
-
-    default = inspect.signature(LogisticRegression).parameters["penalty"].default
-    return {"l1_ratio": 1.0} if default == "deprecated" else {"penalty": "l1"}
-
-
-def _fit(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, C: float) -> np.ndarray:
-    """The fitted coefficients (3 of them: length, difficulty, model)."""
-    import sklearn
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(
-        C=C,
-        solver="liblinear",
-        fit_intercept=False,
-        random_state=RANDOM_STATE,
-        dual=False,
-        **_l1_kwargs(),
-    )
-    # Inputs are built here, finite and well-typed: skip the per-call re-validation, which
-    # otherwise costs more than the 51 small fits per model themselves.
-    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        model.fit(features, labels, sample_weight=weights)
-    return np.asarray(model.coef_[0], dtype=float)
-
-
-def _predict(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """P(label 1) of a fitted model without intercept: the logistic of ``features @ coef``."""
-    return np.exp(-np.logaddexp(0.0, -(features @ coef)))
-
-
-def _continuous_log_loss(target: np.ndarray, predicted: np.ndarray, weight: np.ndarray) -> float:
-    """alpaca_eval's ``logloss``: the row weights multiply each term, then a plain mean."""
-    predicted = np.clip(predicted, _EPS, 1 - _EPS)
-    terms = target * np.log(predicted) + (1 - target) * np.log(1 - predicted)
-    return float(-np.mean(terms * weight))
-
-
-def _one_class(labels: np.ndarray, weights: np.ndarray) -> bool:
-    """Whether the rows that carry weight all have the same label."""
-    return np.unique(labels[weights > 0]).size < 2
-
-
-def _cross_validated_fit(
-    features: np.ndarray, target: np.ndarray, row_weight: np.ndarray
-) -> tuple[np.ndarray, float]:
-    from sklearn.model_selection import GroupKFold
-
-    n = target.size
-    dup_features = np.vstack([features, features])
-    labels = np.concatenate([np.ones(n), np.zeros(n)])
-    dup_row_weight = np.concatenate([row_weight, row_weight])
-    weights = np.concatenate([target, 1.0 - target]) * dup_row_weight
-    groups = np.concatenate([np.arange(n), np.arange(n)])
-    soft = np.concatenate([target, target])  # each copy is scored against the soft label
-    n_splits = min(N_SPLITS, n)
-    scores = np.zeros(len(CS))
-    if n_splits >= 2:
-        for train, test in GroupKFold(n_splits=n_splits).split(dup_features, labels, groups):
-            if _one_class(labels[train], weights[train]):
-                continue  # nothing to separate in this fold (liblinear would only complain)
-            for i, C in enumerate(CS):
-                coef = _fit(dup_features[train], labels[train], weights[train], C)
-                scores[i] -= _continuous_log_loss(
-                    soft[test], _predict(dup_features[test], coef), dup_row_weight[test]
-                )
-    best_C = float(CS[int(np.argmax(scores))]) if n_splits >= 2 else 1.0
-    return _fit(dup_features, labels, weights, best_C), best_C
 
 
 def length_controlled_winrate(
@@ -218,10 +136,10 @@ def length_controlled_winrate(
         row_weight = np.concatenate(
             [np.full(int(keep.sum()), gamed.regularize_to_baseline_lambda / 2), row_weight]
         )
-    coef, best_C = _cross_validated_fit(train_features, train_target, row_weight)
+    coef, best_C = cross_validated_fit(train_features, train_target, row_weight)
 
     counterfactual = np.column_stack([np.zeros_like(gamma), gamma, np.ones_like(gamma)])
-    predicted = _predict(counterfactual, coef)
+    predicted = predict(counterfactual, coef)
     sem = (
         float(np.std(predicted, ddof=1) / math.sqrt(predicted.size)) if predicted.size > 1 else 0.0
     )
