@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from simfarm.annotation.distilled_features import STYLE_FEATURES, PairFeaturizer, length_spread
+from simfarm.annotation.distilled_features import (
+    DENSE_FEATURES,
+    STYLE_FEATURES,
+    PairFeaturizer,
+    length_spread,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca_eval"
 GPT4_DIR = DATA / "annotations_alpaca_eval_gpt4"
@@ -189,11 +194,16 @@ def main() -> None:
     start = time.perf_counter()
     outputs = [(p["reference"], p["output"]) for p in pairs]
     featurizer = PairFeaturizer(
-        gemma.tokenizer, gemma.embedding, length_spread(outputs), cache_texts=True
+        gemma.tokenizer, gemma.embedding, length_spread(outputs), np.ones(0), cache_texts=True
     )
-    shipped = featurizer.matrix(outputs)
-    print(f"features (style + static embeddings): {time.perf_counter() - start:.0f} s", flush=True)
-    style, emb = shipped[:, : len(STYLE_FEATURES)], shipped[:, len(STYLE_FEATURES) :]
+    # The shipped dense features and content block (its n-gram block is measured by the
+    # recipe itself: `simfarm train recipes/distilled_judge.yaml`, manifest "heldout"/"test").
+    shipped = np.array(
+        [featurizer.dense_and_content(p["instruction"], p["reference"], p["output"]) for p in pairs]
+    )
+    print(f"features (dense + static embeddings): {time.perf_counter() - start:.0f} s", flush=True)
+    style, emb = shipped[:, : len(STYLE_FEATURES)], shipped[:, len(DENSE_FEATURES) :]
+    dense = shipped[:, : len(DENSE_FEATURES)]
     length = style[:, :2]
     results["longest"] = evaluate("longest", None, pairs, args.folds, args.C)
     results["length"] = evaluate("length", length, pairs, args.folds, args.C)
@@ -206,6 +216,11 @@ def main() -> None:
         "static_emb_bt", np.hstack([style, emb]), pairs, args.folds, args.C, symmetric=True
     )
     results["surface_bt"] = evaluate("surface_bt", style, pairs, args.folds, args.C, symmetric=True)
+    # Style + quality heuristics + instruction coverage + embeddings (the shipped head without
+    # its n-gram block).
+    results["dense_emb_bt"] = evaluate(
+        "dense_emb_bt", np.hstack([dense, emb]), pairs, args.folds, args.C, symmetric=True
+    )
 
     if not args.skip_hidden:
         rng = np.random.default_rng(0)

@@ -31,11 +31,15 @@ from typing import Any
 import numpy as np
 
 from simfarm.annotation.distilled_features import (
+    DENSE_FEATURES,
     FEATURE_NAMES,
     MAX_TOKENS,
+    NGRAM_BUCKETS,
+    QUALITY_FEATURES,
     STYLE_FEATURES,
     SURFACE_PATTERNS,
     PairFeaturizer,
+    prompt_text,
     style_features,
     surface_counts,
     token_ids,
@@ -43,14 +47,17 @@ from simfarm.annotation.distilled_features import (
 from simfarm.errors import ConfigError
 
 __all__ = [
+    "DENSE_FEATURES",
     "FEATURE_NAMES",
     "HEAD_PACKAGE",
     "MAX_TOKENS",
+    "QUALITY_FEATURES",
     "STYLE_FEATURES",
     "SURFACE_PATTERNS",
     "DistilledHead",
     "embedded_tokenizer",
     "load_head",
+    "prompt_text",
     "save_head",
     "style_features",
     "surface_counts",
@@ -58,7 +65,15 @@ __all__ = [
 ]
 
 HEAD_PACKAGE = "simfarm.annotation.distilled_heads"
-HEAD_FIELDS = ("token_scores", "style_weights", "bias", "delta_len_std", "features")
+HEAD_FIELDS = (
+    "token_scores",
+    "dense_weights",
+    "ngram_idf",
+    "ngram_weights",
+    "bias",
+    "delta_len_std",
+    "features",
+)
 """The arrays of a head file (``.npz``)."""
 
 
@@ -66,15 +81,20 @@ def save_head(
     path: Path,
     *,
     token_scores: np.ndarray,
-    style_weights: np.ndarray,
+    dense_weights: np.ndarray,
+    ngram_idf: np.ndarray,
+    ngram_weights: np.ndarray,
     bias: float,
     delta_len_std: float,
 ) -> Path:
-    """Write a head file that records the feature list it was trained with."""
+    """Write a head file that records the feature list it was trained with (token scores,
+    idf and n-gram weights as float32: the folded-head check holds them to 1e-4)."""
     np.savez_compressed(
         path,
-        token_scores=token_scores.astype(np.float32),
-        style_weights=np.asarray(style_weights, dtype=np.float64),
+        token_scores=np.asarray(token_scores, dtype=np.float32),
+        dense_weights=np.asarray(dense_weights, dtype=np.float64),
+        ngram_idf=np.asarray(ngram_idf, dtype=np.float32),
+        ngram_weights=np.asarray(ngram_weights, dtype=np.float32),
         bias=np.float64(bias),
         delta_len_std=np.float64(delta_len_std),
         features=np.array(FEATURE_NAMES),
@@ -83,16 +103,25 @@ def save_head(
 
 
 class DistilledHead:
-    """A trained head: per-token scores, style weights, bias, its feature list and manifest
-    (``<name>.json`` beside ``<name>.npz``, or the run's ``manifest.json``)."""
+    """A trained head: dense-feature weights, per-token scores, the n-gram idf and weights,
+    bias, its feature list and manifest (``<name>.json`` beside ``<name>.npz``, or the run's
+    ``manifest.json``)."""
 
     def __init__(self, path: Path) -> None:
         try:
             with np.load(path) as data:
                 files = set(data.files)
                 arrays = {name: data[name] for name in HEAD_FIELDS if name in files}
+                recorded = data["features"] if "features" in files else None
         except (OSError, ValueError) as error:
             raise ConfigError(f"{path}: not a distilled judge head: {error}") from None
+        if recorded is not None and tuple(str(n) for n in recorded) != FEATURE_NAMES:
+            raise ConfigError(
+                f"{path}: field 'features': the head was trained on features "
+                f"{[str(n) for n in recorded]}, but this simfarm computes {list(FEATURE_NAMES)}; "
+                "retrain it (`simfarm train recipes/distilled_judge.yaml --out DIR`) or use "
+                "the simfarm version it was made with"
+            )
         missing = [name for name in HEAD_FIELDS if name not in arrays]
         if missing:
             raise ConfigError(
@@ -102,22 +131,23 @@ class DistilledHead:
                 "recipes/distilled_judge.yaml --out DIR`)"
             )
         self.token_scores = arrays["token_scores"].astype(np.float32)
-        self.style_weights = arrays["style_weights"].astype(np.float64)
+        self.dense_weights = arrays["dense_weights"].astype(np.float64)
+        self.ngram_idf = arrays["ngram_idf"].astype(np.float64)
+        self.ngram_weights = arrays["ngram_weights"].astype(np.float64)
         self.bias = float(arrays["bias"])
         self.delta_len_std = float(arrays["delta_len_std"])
-        self.features = tuple(str(name) for name in arrays["features"])
-        if self.features != FEATURE_NAMES:
-            raise ConfigError(
-                f"{path}: field 'features': the head was trained on features "
-                f"{list(self.features)}, but this simfarm computes {list(FEATURE_NAMES)}; "
-                "retrain it (`simfarm train recipes/distilled_judge.yaml --out DIR`) or use "
-                "the simfarm version it was made with"
-            )
-        if self.style_weights.shape != (len(STYLE_FEATURES),):
-            raise ConfigError(
-                f"{path}: field 'style_weights' has shape {self.style_weights.shape}, "
-                f"expected ({len(STYLE_FEATURES)},)"
-            )
+        self.features = FEATURE_NAMES
+        expected = {
+            "dense_weights": (len(DENSE_FEATURES),),
+            "ngram_idf": (NGRAM_BUCKETS,),
+            "ngram_weights": (NGRAM_BUCKETS,),
+        }
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise ConfigError(
+                    f"{path}: field {name!r} has shape {getattr(self, name).shape}, "
+                    f"expected {shape}"
+                )
         if self.token_scores.ndim != 1:
             raise ConfigError(
                 f"{path}: field 'token_scores' has shape {self.token_scores.shape}, "
@@ -130,15 +160,27 @@ class DistilledHead:
                 self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
                 break
         self.digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        self.weights = np.concatenate([self.style_weights, [1.0]])
-        """Over :data:`FEATURE_NAMES`, the content block folded into ``token_scores``."""
+        self.weights = np.concatenate([self.dense_weights, [1.0, 1.0]])
+        """Over :data:`FEATURE_NAMES`, the content block folded into ``token_scores`` and the
+        n-gram block into ``ngram_weights``."""
+        self._featurizers: dict[int, PairFeaturizer] = {}
 
     def featurizer(self, tokenizer: Any) -> PairFeaturizer:
-        return PairFeaturizer(tokenizer, self.token_scores[:, None], self.delta_len_std)
+        """The scoring featurizer for this tokenizer (kept: building the hasher costs)."""
+        key = id(tokenizer)
+        if key not in self._featurizers:
+            self._featurizers[key] = PairFeaturizer(
+                tokenizer,
+                self.token_scores[:, None],
+                self.delta_len_std,
+                self.ngram_idf,
+                self.ngram_weights,
+            )
+        return self._featurizers[key]
 
-    def probability(self, tokenizer: Any, output_1: str, output_2: str) -> float:
-        """P(output 2 wins)."""
-        features = self.featurizer(tokenizer).features(output_1, output_2)
+    def probability(self, tokenizer: Any, prompt: str, output_1: str, output_2: str) -> float:
+        """P(output 2 wins) for outputs answering ``prompt`` (:func:`prompt_text`)."""
+        features = self.featurizer(tokenizer).features(prompt, output_1, output_2)
         return 1.0 / (1.0 + math.exp(-(float(features @ self.weights) + self.bias)))
 
 

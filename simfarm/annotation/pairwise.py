@@ -152,11 +152,14 @@ class PairwiseJudge(Judge[PairwiseItem, Verdict, PairwiseAnnotation, AnnotationS
         if biased is not None:
             return biased
         if self.spec.rule == "distilled":
-            from simfarm.annotation.distilled import embedded_tokenizer, load_head
+            from simfarm.annotation.distilled import embedded_tokenizer, load_head, prompt_text
 
             assert self.spec.head is not None  # the persona validator guarantees it
             probability = load_head(self.spec.head).probability(
-                embedded_tokenizer(), item.output_1, item.output_2
+                embedded_tokenizer(),
+                prompt_text(item.instruction, item.input),
+                item.output_1,
+                item.output_2,
             )
             return self.base_annotation(
                 item, preference=1.0 + probability, preference_probability=probability

@@ -54,6 +54,10 @@ class DistilledJudgeData(_Strict):
     """A folder of annotation files, or a list of files (relative to the recipe file):
     alpaca_eval ``annotations.json`` (preference 1/2, or a float in [1, 2] as a soft label)
     or `simfarm annotate` output (JSONL, .json, .parquet)."""
+    test_annotations: list[Path] | None = Field(default=None, json_schema_extra={"input": True})
+    """Optional: annotations of systems to score after training (same readers, relative to
+    the recipe file, soft labels): agreement, length-balanced agreement and Spearman of the
+    systems' mean P against the judge's win rate go in ``result.json`` (``test_*``)."""
     labels: Literal["decisive", "soft"] = "soft"
     """"soft": every judged pair, ``preference - 1`` as the probability that output 2 won
     (ties count half each way); "decisive": only verdicts that are exactly 1 or 2."""
@@ -62,7 +66,7 @@ class DistilledJudgeData(_Strict):
     and field of each; "coerce" repairs what can be repaired faithfully and skips the rest;
     "skip" drops every bad record. Either way each is listed in the manifest."""
 
-    @field_validator("annotations", mode="before")
+    @field_validator("annotations", "test_annotations", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str | Path) else value
@@ -88,9 +92,9 @@ class DistilledJudgeConfig(RecipeConfig):
     """Always "distilled_judge"."""
     data: DistilledJudgeData
     """The verdicts to learn from."""
-    C: float = Field(default=0.05, gt=0)
+    C: float = Field(default=0.01, gt=0)
     """Inverse L2 strength of the logistic regression (scikit-learn's ``C``), on features
-    scaled to unit variance."""
+    each divided by its root mean square over the training pairs."""
     max_iter: int = Field(default=2000, ge=1)
     """L-BFGS iterations at most."""
     heldout: HeldOutSpec = Field(default_factory=HeldOutSpec)
@@ -114,16 +118,16 @@ class DistilledJudgeConfig(RecipeConfig):
 # Fitting
 
 
-def both_orders(
-    features: np.ndarray, p_second: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def both_orders(features: Any, p_second: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray | None]:
     """Rows, labels and sample weights (None when all are 1) of the Bradley–Terry fit.
 
     Pair ``i`` forwards gives label 1 with weight ``p`` and label 0 with weight ``1 - p``;
     backwards (negated features) the reverse. Zero-weight rows are left out, so decisive
     verdicts give exactly one row per order: ``[X; -X]`` with labels ``[y; 1 - y]``.
+    ``features`` may be a numpy array or a scipy sparse matrix (the rows keep its kind).
     """
     import numpy as np
+    from scipy import sparse
 
     n = len(p_second)
     index = np.repeat(np.arange(n), 2)
@@ -132,31 +136,58 @@ def both_orders(
     for sign, p_label_1 in ((1.0, p_second), (-1.0, 1.0 - p_second)):
         weight = np.where(label == 1, p_label_1[index], 1.0 - p_label_1[index])
         keep = weight > 0
-        rows.append(sign * features[index[keep]])
+        rows.append(features[index[keep]] * sign)
         labels.append(label[keep])
         weights.append(weight[keep])
     all_weights = np.concatenate(weights)
     uniform = bool(np.all(all_weights == 1.0))
-    return np.vstack(rows), np.concatenate(labels), None if uniform else all_weights
+    stacked = sparse.vstack(rows).tocsr() if sparse.issparse(features) else np.vstack(rows)
+    return stacked, np.concatenate(labels), None if uniform else all_weights
 
 
-def fit_head(features: np.ndarray, p_second: np.ndarray, C: float, max_iter: int) -> Any:
-    """The standardised logistic regression; returns ``(scaler, model)``."""
+def column_rms(features: Any) -> np.ndarray:
+    """Each column's root mean square over the pairs (1 where a column is all zero): the
+    scale of a symmetric fit, whose rows come in both signs, so no centring."""
     import numpy as np
+    from scipy import sparse
+
+    if sparse.issparse(features):
+        square = np.asarray(features.multiply(features).mean(0)).ravel()
+    else:
+        square = (np.asarray(features, dtype=np.float64) ** 2).mean(0)
+    rms = np.sqrt(square)
+    rms[rms == 0] = 1.0
+    return rms  # type: ignore[no-any-return]
+
+
+def _scaled(features: Any, rms: np.ndarray) -> Any:
+    from scipy import sparse
+
+    if sparse.issparse(features):
+        return (features @ sparse.diags(1.0 / rms)).tocsr()
+    return features / rms
+
+
+def fit_head(features: Any, p_second: np.ndarray, C: float, max_iter: int) -> Any:
+    """The scaled logistic regression; returns ``(rms, model)``."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
-    # Scale from each pair once per order (symmetric, so no centring is needed).
-    scaler = StandardScaler(with_mean=False).fit(np.vstack([features, -features]))
-    rows, labels, weights = both_orders(features, p_second)
+    rms = column_rms(features)
+    rows, labels, weights = both_orders(_scaled(features, rms), p_second)
     model = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=False)
-    model.fit(scaler.transform(rows), labels, sample_weight=weights)
-    return scaler, model
+    model.fit(rows, labels, sample_weight=weights)
+    return rms, model
 
 
-def predict(fitted: Any, features: np.ndarray) -> np.ndarray:
-    scaler, model = fitted
-    return model.predict_proba(scaler.transform(features))[:, 1]  # type: ignore[no-any-return]
+def predict(fitted: Any, features: Any) -> np.ndarray:
+    rms, model = fitted
+    return model.predict_proba(_scaled(features, rms))[:, 1]  # type: ignore[no-any-return]
+
+
+def fitted_weights(fitted: Any) -> np.ndarray:
+    """The fit's weights over the unscaled features."""
+    rms, model = fitted
+    return model.coef_[0] / rms  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,8 +279,9 @@ def _record_manifest(
     verdicts: Verdicts,
     head: dict[str, Any],
     heldout: dict[str, Any] | None,
+    test: dict[str, Any] | None = None,
 ) -> None:
-    from simfarm.annotation.distilled_features import FEATURE_NAMES, MAX_TOKENS
+    from simfarm.annotation.distilled_features import FEATURE_NAMES, MAX_TOKENS, NGRAM_BUCKETS
     from simfarm.provenance import package_versions as versions_of
     from simfarm.training.manifest import package_versions
 
@@ -282,24 +314,55 @@ def _record_manifest(
             "C": config.C,
             "max_iter": config.max_iter,
             "model": "sklearn LogisticRegression (lbfgs, L2), no intercept, both orders",
-            "standardise": "unit variance (no centring), folded into the weights",
+            "scale": "each column / its RMS over the training pairs, folded into the weights",
             "max_tokens": MAX_TOKENS,
+            "ngrams": {
+                "buckets": NGRAM_BUCKETS,
+                "ngram_range": [1, 2],
+                "tfidf": "sublinear tf, smooth idf of the training outputs, l2 norm",
+            },
         },
     )
     context.record("features", list(FEATURE_NAMES))
     context.record("head", head)
     context.record("heldout", heldout)
+    context.record("test", test)
     context.record("command", command)
     # Run from Python (not the CLI), the config is in this manifest's "config".
     context.record("reproduce", command if command.startswith("simfarm train ") else None)
 
 
+def test_figures(head: Any, tokenizer: Any, verdicts: Verdicts, balance: float) -> dict[str, Any]:
+    """The shipped (folded) head, scored through the persona's code path, on test verdicts
+    (soft labels), beside ``longest``."""
+    import numpy as np
+
+    rows = verdicts.verdicts
+    prob = np.array([head.probability(tokenizer, v.prompt, v.output_1, v.output_2) for v in rows])
+    p_second = np.array([v.p_second for v in rows])
+    len_1 = np.array([len(v.output_1) for v in rows], dtype=float)
+    len_2 = np.array([len(v.output_2) for v in rows], dtype=float)
+    systems = np.array([v.generator_2 for v in rows])
+    return {
+        "files": [vars(f) for f in verdicts.files],
+        "sha256": verdicts.data_sha256,
+        "labels": "soft",
+        "balance": balance,
+        "distilled": agreement_figures(prob, p_second, len_1, len_2, systems, balance),
+        "longest": agreement_figures(
+            longest_probability(len_1, len_2), p_second, len_1, len_2, systems, balance
+        ),
+    }
+
+
 def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> RecipeOutcome:
     import numpy as np
+    from scipy import sparse
 
     from simfarm.annotation.distilled import DistilledHead, embedded_tokenizer, save_head
     from simfarm.annotation.distilled_features import (
-        STYLE_FEATURES,
+        DENSE_FEATURES,
+        NgramEncoder,
         PairFeaturizer,
         length_spread,
     )
@@ -309,10 +372,14 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
 
     started = time.perf_counter()
     files = annotation_files(config.data.annotations)
+    test_files = (
+        annotation_files(config.data.test_annotations) if config.data.test_annotations else []
+    )
     context.report("reading verdicts", 0, len(files))
     verdicts = read_verdicts(files, config.data.labels, config.data.on_bad_record)
     context.report("reading verdicts", len(files), len(files))
-    pairs = [(v.output_1, v.output_2) for v in verdicts.verdicts]
+    triples = [(v.prompt, v.output_1, v.output_2) for v in verdicts.verdicts]
+    pairs = [(first, second) for _, first, second in triples]
     p_second = np.array([v.p_second for v in verdicts.verdicts])
     systems = np.array([v.generator_2 for v in verdicts.verdicts])
     if config.heldout.enabled and len(set(systems.tolist())) < 2:
@@ -325,26 +392,44 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     folder, embedding = load_embedding()
     tokenizer = embedded_tokenizer()
     delta_len_std = length_spread(pairs)
-    featurizer = PairFeaturizer(tokenizer, embedding, delta_len_std, cache_texts=True)
+    featurizer = PairFeaturizer(tokenizer, embedding, delta_len_std, np.ones(0), cache_texts=True)
     rows = []
-    for index, (first, second) in enumerate(pairs):
-        rows.append(featurizer.features(first, second))
+    for index, triple in enumerate(triples):
+        rows.append(featurizer.dense_and_content(*triple))
         if index % 1000 == 0:
             context.report("featurising pairs", index, len(pairs))
     context.report("featurising pairs", len(pairs), len(pairs))
-    features = np.array(rows)
+    dense = np.array(rows)
     del rows, featurizer
+    # The n-gram block: counts of each distinct output once; tf-idf with the idf of the
+    # texts a fit trains on (refitted per held-out fold, so held-out texts stay unseen).
+    texts = sorted({text for pair in pairs for text in pair})
+    position = {text: i for i, text in enumerate(texts)}
+    first = np.array([position[a] for a, _ in pairs], dtype=np.int64)
+    second = np.array([position[b] for _, b in pairs], dtype=np.int64)
+    encoder = NgramEncoder()
+    counts = encoder.counts(texts)
 
-    len_1 = np.array([len(first) for first, _ in pairs], dtype=float)
-    len_2 = np.array([len(second) for _, second in pairs], dtype=float)
+    def idf_of(subset: np.ndarray) -> np.ndarray:
+        return encoder.fit_idf(counts[np.unique(np.concatenate([first[subset], second[subset]]))])
+
+    def matrix(subset: np.ndarray, idf: np.ndarray) -> Any:
+        tfidf = encoder.tfidf(counts, idf)
+        ngrams = tfidf[second[subset]] - tfidf[first[subset]]
+        return sparse.hstack([sparse.csr_matrix(dense[subset]), ngrams]).tocsr()
+
+    everything = np.arange(len(pairs))
+    len_1 = np.array([len(a) for a, _ in pairs], dtype=float)
+    len_2 = np.array([len(b) for _, b in pairs], dtype=float)
     heldout: dict[str, Any] | None = None
     if config.heldout.enabled:
         splits = system_folds(systems, config.heldout.folds)
         prob = np.zeros(len(pairs))
         for fold, (train, test) in enumerate(splits):
             context.report("held-out folds", fold, len(splits))
-            fitted = fit_head(features[train], p_second[train], config.C, config.max_iter)
-            prob[test] = predict(fitted, features[test])
+            idf = idf_of(train)
+            fitted = fit_head(matrix(train, idf), p_second[train], config.C, config.max_iter)
+            prob[test] = predict(fitted, matrix(test, idf))
             figures = agreement_figures(
                 prob[test],
                 p_second[test],
@@ -372,11 +457,12 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         }
 
     context.report("fitting the head", 0, 1)
+    ngram_idf = idf_of(everything)
+    features = matrix(everything, ngram_idf)
     fitted = fit_head(features, p_second, config.C, config.max_iter)
-    scaler, model = fitted
-    weights = model.coef_[0] / scaler.scale_
-    n_style = len(STYLE_FEATURES)
-    token_scores = fold_token_scores(embedding, weights[n_style:])
+    weights = fitted_weights(fitted)
+    n_dense, width = len(DENSE_FEATURES), int(embedding.shape[1])
+    token_scores = fold_token_scores(embedding, weights[n_dense : n_dense + width])
     context.report("fitting the head", 1, 1)
 
     path = context.out_dir / HEAD_FILE
@@ -384,7 +470,9 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     save_head(
         tmp,
         token_scores=token_scores,
-        style_weights=weights[:n_style],
+        dense_weights=weights[:n_dense],
+        ngram_idf=ngram_idf,
+        ngram_weights=weights[n_dense + width :],
         bias=0.0,
         delta_len_std=delta_len_std,
     )
@@ -394,18 +482,26 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         len(pairs), min(config.check_pairs, len(pairs)), replace=False
     )
     folded = DistilledHead(path)
-    ours = np.array([folded.probability(tokenizer, *pairs[i]) for i in check])
+    ours = np.array([folded.probability(tokenizer, *triples[i]) for i in check])
     worst = float(np.max(np.abs(predict(fitted, features[check]) - ours)))
+    train_seconds = round(time.perf_counter() - started, 1)
+    test_result: dict[str, Any] | None = None
+    if test_files and worst <= config.check_tolerance:
+        context.report("scoring test annotations", 0, len(test_files))
+        test_verdicts = read_verdicts(test_files, "soft", config.data.on_bad_record)
+        test_result = test_figures(folded, tokenizer, test_verdicts, config.heldout.balance)
+        context.report("scoring test annotations", len(test_files), len(test_files))
     head = {
         "file": HEAD_FILE,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "bytes": path.stat().st_size,
         "embedding": f"{folder.name}/model.safetensors:{EMBEDDING_KEY}",
         "vocabulary": int(token_scores.size),
         "delta_len_std": delta_len_std,
         "folded_vs_fitted_max_abs_diff": worst,
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": train_seconds,
     }
-    _record_manifest(config, context, verdicts, head, heldout)
+    _record_manifest(config, context, verdicts, head, heldout, test_result)
     context.write_manifest()
     if worst > config.check_tolerance:
         path.unlink()
@@ -418,14 +514,21 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         "n_systems": float(len(verdicts.systems)),
         "folded_check_max_abs_diff": worst,
         "bad_records": float(len(verdicts.issues)),
+        "train_seconds": float(train_seconds),
         "train_agreement": agreement_figures(
             predict(fitted, features), p_second, len_1, len_2, systems, config.heldout.balance
         )["agreement"],
     }
-    if heldout is not None:
+    evaluations: list[tuple[str, dict[str, Any] | None]] = [
+        ("heldout", heldout),
+        ("test", test_result),
+    ]
+    for prefix, evaluation in evaluations:
+        if evaluation is None:
+            continue
         for who in ("distilled", "longest"):
             for key in ("agreement", "agreement_balanced", "spearman_systems"):
-                metrics[f"heldout_{who}_{key}"] = heldout[who][key]
-        metrics["heldout_n_balanced"] = float(heldout["distilled"]["n_balanced"])
+                metrics[f"{prefix}_{who}_{key}"] = evaluation[who][key]
+        metrics[f"{prefix}_n_balanced"] = float(evaluation["distilled"]["n_balanced"])
     finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
     return RecipeOutcome(final_metrics=finite, checkpoint=path)

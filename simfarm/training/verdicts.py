@@ -36,6 +36,9 @@ class Verdict:
     output_2: str
     generator_2: str
     p_second: float
+    prompt: str = ""
+    """What the outputs answer (:func:`~simfarm.annotation.distilled_features.prompt_text`:
+    the instruction, then the input if any)."""
 
 
 @dataclass
@@ -92,6 +95,7 @@ def read_verdicts(
 ) -> Verdicts:
     """Read every file; stop (policy ``error``) listing every bad record, or keep the
     repairable ones (``coerce``) / drop them (``skip``), each listed in ``issues``."""
+    from simfarm.annotation.distilled_features import prompt_text
     from simfarm.datafiles import read_records
     from simfarm.evaluation.io import parse_annotation_records
 
@@ -119,6 +123,7 @@ def read_verdicts(
                     output_2=annotation.output_2,
                     generator_2=annotation.generator_2,
                     p_second=float(preference) - 1.0,
+                    prompt=prompt_text(annotation.instruction, annotation.input),
                 )
             )
             kept += 1

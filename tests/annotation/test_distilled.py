@@ -37,7 +37,8 @@ def test_shipped_head_matches_its_manifest() -> None:
     head = load_head("embedded_distilled")
     assert head.token_scores.shape == (262_144,) and head.bias == 0.0
     assert head.features == FEATURE_NAMES
-    assert npz.stat().st_size < 2_000_000
+    assert npz.stat().st_size < 5_000_000
+    assert head.ngram_weights.shape == head.ngram_idf.shape == (2**18,)
 
 
 def test_persona_declares_its_measured_agreement() -> None:
@@ -60,12 +61,14 @@ def test_bad_head_file_is_a_clear_error(tmp_path: Path) -> None:
     np.savez(
         path,
         token_scores=np.zeros(10),
-        style_weights=np.zeros(3),
+        dense_weights=np.zeros(3),
+        ngram_idf=np.ones(2**18),
+        ngram_weights=np.zeros(2**18),
         bias=0.0,
         delta_len_std=1.0,
         features=np.array(FEATURE_NAMES),
     )
-    with pytest.raises(ConfigError, match=r"broken\.npz: field 'style_weights' has shape"):
+    with pytest.raises(ConfigError, match=r"broken\.npz: field 'dense_weights' has shape"):
         DistilledHead(path)
     path.write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a distilled judge head"):

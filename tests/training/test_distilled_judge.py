@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from simfarm.annotation.distilled import DistilledHead, save_head
-from simfarm.annotation.distilled_features import FEATURE_NAMES, STYLE_FEATURES
+from simfarm.annotation.distilled_features import DENSE_FEATURES, FEATURE_NAMES, NGRAM_BUCKETS
 from simfarm.cli import app
 from simfarm.errors import ConfigError
 from simfarm.training.config import load_recipe_config
@@ -156,11 +156,14 @@ def test_shipped_recipe_validates_without_importing_torch_or_sklearn() -> None:
         "import sys; from pathlib import Path; "
         "from simfarm.training import load_recipe_config; "
         f"c = load_recipe_config(Path({str(RECIPE)!r})); "
-        "print(c.data.labels, c.C, c.data.annotations[0].name); "
+        "print(c.data.labels, c.C, c.data.annotations[0].name, c.data.test_annotations[0].name); "
         "print(sorted(m for m in ('torch', 'sklearn', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split("\n")[:2] == ["decisive 0.05 annotations_alpaca_eval_gpt4", "[]"]
+    assert out.stdout.split("\n")[:2] == [
+        "decisive 0.01 annotations_alpaca_eval_gpt4 annotations",
+        "[]",
+    ]
 
 
 def test_heldout_needs_two_systems(tmp_path: Path) -> None:
@@ -187,7 +190,9 @@ def _head_file(path: Path, features: tuple[str, ...]) -> Path:
     np.savez(
         path,
         token_scores=np.zeros(16, dtype=np.float32),
-        style_weights=np.zeros(len(STYLE_FEATURES)),
+        dense_weights=np.zeros(len(DENSE_FEATURES)),
+        ngram_idf=np.ones(NGRAM_BUCKETS, dtype=np.float32),
+        ngram_weights=np.zeros(NGRAM_BUCKETS, dtype=np.float32),
         bias=0.0,
         delta_len_std=1.0,
         features=np.array(features),
@@ -199,12 +204,14 @@ def test_a_head_trained_on_other_features_is_refused(tmp_path: Path) -> None:
     good = save_head(
         tmp_path / "good.npz",
         token_scores=np.zeros(16),
-        style_weights=np.zeros(len(STYLE_FEATURES)),
+        dense_weights=np.zeros(len(DENSE_FEATURES)),
+        ngram_idf=np.ones(NGRAM_BUCKETS),
+        ngram_weights=np.zeros(NGRAM_BUCKETS),
         bias=0.0,
         delta_len_std=1.0,
     )
     assert DistilledHead(good).features == FEATURE_NAMES
-    other = _head_file(tmp_path / "other.npz", (*STYLE_FEATURES, "gemma_hidden_state"))
+    other = _head_file(tmp_path / "other.npz", (*DENSE_FEATURES, "gemma_hidden_state"))
     with pytest.raises(ConfigError, match=r"other\.npz: field 'features'.*gemma_hidden_state"):
         DistilledHead(other)
     old = tmp_path / "old.npz"
@@ -238,12 +245,17 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     manifest and held-out figures; a persona beside it names the head by a relative path, and
     `simfarm validate` runs it on real PandaLM pairs with the head's own probabilities."""
     data = _tiny_gpt4_set(tmp_path / "verdicts", ("alpaca-7b", "claude-2", "cohere"), 60)
+    _tiny_gpt4_set(tmp_path / "unseen", ("cohere", "gpt4", "guanaco-65b"), 40)
     recipe = tmp_path / "judge.yaml"
     recipe.write_text(
         yaml.safe_dump(
             {
                 "method": "distilled_judge",
-                "data": {"annotations": "verdicts", "labels": "decisive"},
+                "data": {
+                    "annotations": "verdicts",
+                    "labels": "decisive",
+                    "test_annotations": "unseen",
+                },
                 "heldout": {"folds": 3},
             }
         )
@@ -254,7 +266,7 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     assert "heldout_distilled_agreement" in result.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["features"] == list(FEATURE_NAMES)
-    assert manifest["hyper_parameters"]["C"] == 0.05
+    assert manifest["hyper_parameters"]["C"] == 0.01
     assert manifest["data"]["annotations"]["files"][0]["path"] == str(data / "alpaca-7b.json")
     assert manifest["training_data"]["systems"] == ["alpaca-7b", "claude-2", "cohere"]
     assert manifest["head"]["folded_vs_fitted_max_abs_diff"] < 1e-4
@@ -266,6 +278,12 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     metrics = json.loads((run / "result.json").read_text())["final_metrics"]
     assert metrics["heldout_distilled_agreement"] == heldout["distilled"]["agreement"]
     assert 0 <= metrics["heldout_longest_agreement_balanced"] <= 1
+    # The unseen systems, scored by the shipped (folded) head after training.
+    test = manifest["test"]
+    assert test["distilled"]["n_systems"] == 3 and test["labels"] == "soft"
+    assert test["distilled"]["n_decisive"] == test["longest"]["n_decisive"] > 0
+    assert metrics["test_distilled_agreement"] == test["distilled"]["agreement"]
+    assert metrics["test_longest_spearman_systems"] == test["longest"]["spearman_systems"]
     folds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert sorted(s for f in folds for s in f["test_systems"]) == [
         "alpaca-7b",
@@ -291,7 +309,7 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     item = PairwiseItem(instruction="Hi", output_1="Hello.", output_2="Hello! How can I help?")
     verdict = annotate([item], mine).annotations[0]
     expected = DistilledHead(run / "head.npz").probability(
-        embedded_tokenizer(), item.output_1, item.output_2
+        embedded_tokenizer(), "Hi", item.output_1, item.output_2
     )
     assert verdict.preference == pytest.approx(1 + expected)
 
