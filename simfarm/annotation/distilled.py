@@ -1,21 +1,22 @@
-"""A judge distilled from a strong judge's verdicts: a linear Bradley–Terry head over frozen
-Gemma 3 270M token embeddings and a few length and style features.
+"""A judge distilled from a strong judge's verdicts: a linear Bradley–Terry head over length,
+style and quality heuristics, instruction coverage, frozen Gemma 3 270M token embeddings and
+hashed word n-grams.
 
 Heads are trained by the ``distilled_judge`` recipe (``simfarm train
 recipes/distilled_judge.yaml --out DIR``, :mod:`simfarm.training.distilled_judge`); the shipped
 one on GPT-4's AlpacaEval verdicts (``annotations_alpaca_eval_gpt4``, 39 systems against
 ``text_davinci_003``). The features are defined once, in
-:mod:`simfarm.annotation.distilled_features`: the mean of the embedded Gemma's *input*
-embeddings over a response's tokens (no forward pass), plus length and surface-style counts; a
-pair's feature is output 2's minus output 1's, and ``P(output 2 wins) = σ(w · Δfeatures)``
-(trained on each pair in both orders, without intercept, so swapping the outputs gives
-``1 - P``). Because the head is linear in the mean embedding, ``w`` folded through the
-embedding matrix is one score per vocabulary token, so what ships is a vector of 262,144 token
-scores plus a few weights, and scoring needs only the tokenizer: hundreds of pairs per second
-on one CPU core.
+:mod:`simfarm.annotation.distilled_features`; a pair's feature is output 2's minus output 1's,
+and ``P(output 2 wins) = σ(w · Δfeatures)`` (trained on each pair in both orders, without
+intercept, so swapping the outputs gives ``1 - P``). Because the head is linear in the mean
+embedding and in the tf-idf vector, ``w`` folds into one score per vocabulary token and one
+weight per n-gram hash bucket: what ships is 262,144 token scores, 262,144 n-gram weights and
+their idf, plus 24 weights, and scoring needs only the tokenizer and scikit-learn's hasher:
+hundreds of pairs per second on one CPU core.
 
-It judges what GPT-4 rewarded in those outputs, by content words and style, blind to whether
-an answer is correct; read its ``measured_agreement`` before trusting it.
+It judges what GPT-4 rewarded in those outputs, by words, style and coverage of the
+instruction, blind to whether an answer is correct; read its ``measured_agreement`` before
+trusting it.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def quality_features(text: str) -> np.ndarray:
         [
             float(bool(stripped) and stripped[-1] in _CLEAN_ENDINGS),
             repetition,
-            sum(ord(c) > 127 for c in text) / max(1, len(text)),
+            (len(text) - len(text.encode("ascii", "ignore"))) / max(1, len(text)),
             math.log1p(len(sentences)),
             math.log1p(n_words / max(1, len(sentences))),
             len(set(words)) / max(1, n_words),
@@ -322,18 +322,27 @@ class PairFeaturizer:
             self._cache[text] = entry
         return entry
 
+    def _pair(
+        self,
+        prompt: str,
+        output_1: str,
+        output_2: str,
+        first: tuple[np.ndarray, np.ndarray, float],
+        second: tuple[np.ndarray, np.ndarray, float],
+    ) -> np.ndarray:
+        dense = dense_features(prompt, output_1, output_2, self.delta_len_std, first[0], second[0])
+        return np.concatenate([dense, second[1] - first[1]])
+
     def dense_and_content(self, prompt: str, output_1: str, output_2: str) -> np.ndarray:
         """Dense features then the content block (output 2 minus output 1)."""
-        dense_1, content_1, _ = self._text(output_1)
-        dense_2, content_2, _ = self._text(output_2)
-        dense = dense_features(prompt, output_1, output_2, self.delta_len_std, dense_1, dense_2)
-        return np.concatenate([dense, content_2 - content_1])
+        first, second = self._text(output_1), self._text(output_2)
+        return self._pair(prompt, output_1, output_2, first, second)
 
     def features(self, prompt: str, output_1: str, output_2: str) -> np.ndarray:
         """Scoring: dense features, the folded content score, the folded n-gram score."""
-        _, _, ngram_1 = self._text(output_1)
-        _, _, ngram_2 = self._text(output_2)
-        return np.append(self.dense_and_content(prompt, output_1, output_2), ngram_2 - ngram_1)
+        first, second = self._text(output_1), self._text(output_2)
+        dense_and_content = self._pair(prompt, output_1, output_2, first, second)
+        return np.append(dense_and_content, second[2] - first[2])
 
     def matrix(self, triples: Sequence[tuple[str, str, str]]) -> Any:
         """Training: one sparse row per ``(prompt, output_1, output_2)``: dense features,

@@ -1,21 +1,25 @@
 """The ``distilled_judge`` recipe: distil a judge's pairwise verdicts into a head for the
 ``distilled`` rule (:mod:`simfarm.annotation.distilled`), the way ``embedded_distilled`` ships.
 
-Features are :mod:`simfarm.annotation.distilled_features`' (the embedded Gemma 3 270M's mean
-input embedding of each output, plus length and style counts; output 2 minus output 1). The
-head is a Bradley–Terry logistic regression (scikit-learn, L2 with ``C`` on standardised
-features): every pair in both orders and no intercept, so the judge is symmetric (``P(a, b) =
-1 - P(b, a)``) and learns nothing from the data's fixed roles (in alpaca_eval files output 1 is
-always the reference). A soft label ``p`` (a weighted annotator's preference) enters as two
-rows per order weighted ``p`` and ``1 - p``, as alpaca_eval reads it. The standardisation and
-the embedding matrix are then folded into one score per vocabulary token, and the folded head,
-scored through the same code path the persona uses, must reproduce the fitted one.
+Features are :mod:`simfarm.annotation.distilled_features`' (length, style and quality
+heuristics, instruction coverage, the embedded Gemma 3 270M's mean input embedding and hashed
+word 1-2-gram tf-idf of each output; output 2 minus output 1), one sparse matrix. The head is a
+Bradley–Terry logistic regression (scikit-learn, lbfgs, L2 with ``C`` on features each divided
+by its root mean square over the training pairs): every pair in both orders and no intercept,
+so the judge is symmetric (``P(a, b) = 1 - P(b, a)``) and learns nothing from the data's fixed
+roles (in alpaca_eval files output 1 is always the reference). A soft label ``p`` (a weighted
+annotator's preference) enters as two rows per order weighted ``p`` and ``1 - p``, as
+alpaca_eval reads it. The scaling, the embedding matrix and the tf-idf are then folded into one
+score per vocabulary token and one weight per n-gram bucket, and the folded head, scored
+through the same code path the persona uses, must reproduce the fitted one.
 
 Before that, unless ``heldout.enabled`` is false, the same fit is measured on systems it never
 saw: ``GroupKFold`` over ``generator_2``, so no system's pairs are split between training and
-test; agreement with the judge on decisive pairs, on length-balanced pairs, and the Spearman
-correlation of the systems' predicted win rates with the judge's, beside ``longest`` on the
-same pairs.
+test (the idf and the scaling are refitted on each fold's training pairs); agreement with the
+judge on decisive pairs, on length-balanced pairs, and the Spearman correlation of the systems'
+predicted win rates with the judge's, beside ``longest`` on the same pairs. After it, if
+``data.test_annotations`` is set, the shipped head scores those verdicts (soft labels) and
+reports the same figures (``test_*`` in ``result.json``, ``test`` in the manifest).
 
 Writes ``head.npz`` (usable as a persona's ``head:``), ``manifest.json`` (data digests,
 hyper-parameters, feature list, the command, package versions), ``metrics.jsonl`` (one line per
@@ -85,8 +89,9 @@ class HeldOutSpec(_Strict):
 
 
 class DistilledJudgeConfig(RecipeConfig):
-    """A linear Bradley–Terry head over the embedded Gemma's token embeddings and style
-    features, distilled from a judge's pairwise verdicts (scikit-learn; no LoRA, no GPU)."""
+    """A linear Bradley–Terry head over style, quality and instruction-coverage features, the
+    embedded Gemma's token embeddings and hashed word n-grams, distilled from a judge's
+    pairwise verdicts (scikit-learn; no LoRA, no GPU)."""
 
     method: Literal["distilled_judge"] = "distilled_judge"
     """Always "distilled_judge"."""
