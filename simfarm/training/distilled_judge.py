@@ -337,7 +337,9 @@ def _record_manifest(
     context.record("reproduce", command if command.startswith("simfarm train ") else None)
 
 
-def test_figures(head: Any, tokenizer: Any, verdicts: Verdicts, balance: float) -> dict[str, Any]:
+def score_test_annotations(
+    head: Any, tokenizer: Any, verdicts: Verdicts, balance: float
+) -> dict[str, Any]:
     """The shipped (folded) head, scored through the persona's code path, on test verdicts
     (soft labels), beside ``longest``."""
     import numpy as np
@@ -494,7 +496,9 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     if test_files and worst <= config.check_tolerance:
         context.report("scoring test annotations", 0, len(test_files))
         test_verdicts = read_verdicts(test_files, "soft", config.data.on_bad_record)
-        test_result = test_figures(folded, tokenizer, test_verdicts, config.heldout.balance)
+        test_result = score_test_annotations(
+            folded, tokenizer, test_verdicts, config.heldout.balance
+        )
         context.report("scoring test annotations", len(test_files), len(test_files))
     head = {
         "file": HEAD_FILE,
