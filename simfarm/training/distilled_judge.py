@@ -17,7 +17,9 @@ Before that, unless ``heldout.enabled`` is false, the same fit is measured on sy
 saw: ``GroupKFold`` over ``generator_2``, so no system's pairs are split between training and
 test (the idf and the scaling are refitted on each fold's training pairs); agreement with the
 judge on decisive pairs, on length-balanced pairs, and the Spearman correlation of the systems'
-predicted win rates with the judge's, beside ``longest`` on the same pairs. After it, if
+predicted win rates with the judge's, beside ``longest`` on the same pairs, overall and per
+verdict source (``by_source``: the records' ``annotator``, else their folder's name), so a
+pool mixing two judges says how the head does on each. After it, if
 ``data.test_annotations`` is set, the shipped head scores those verdicts (soft labels) and
 reports the same figures (``test_*`` in ``result.json``, ``test`` in the manifest).
 
@@ -62,9 +64,11 @@ class DistilledJudgeData(_Strict):
     """Optional: annotations of systems to score after training (same readers, relative to
     the recipe file, soft labels): agreement, length-balanced agreement and Spearman of the
     systems' mean P against the judge's win rate go in ``result.json`` (``test_*``)."""
-    labels: Literal["decisive", "soft"] = "soft"
+    labels: Literal["decisive", "soft", "auto"] = "soft"
     """"soft": every judged pair, ``preference - 1`` as the probability that output 2 won
-    (ties count half each way); "decisive": only verdicts that are exactly 1 or 2."""
+    (ties count half each way); "decisive": only verdicts that are exactly 1 or 2; "auto":
+    every judged pair but exact ties (1.5, alpaca_eval's 0), so discrete 1/2 verdicts are
+    hard labels and a weighted judge's preferences stay soft (for pools of both kinds)."""
     on_bad_record: Literal["coerce", "skip", "error"] = "error"
     """A record with a missing or malformed field: "error" stops, listing file, record index
     and field of each; "coerce" repairs what can be repaired faithfully and skips the rest;
@@ -230,6 +234,48 @@ def agreement_figures(
     }
 
 
+def source_counts(verdicts: Verdicts) -> dict[str, dict[str, int]]:
+    """Pairs and systems per verdict source."""
+    sources: dict[str, set[str]] = {}
+    pairs: dict[str, int] = {}
+    for verdict in verdicts.verdicts:
+        sources.setdefault(verdict.source, set()).add(verdict.generator_2)
+        pairs[verdict.source] = pairs.get(verdict.source, 0) + 1
+    return {
+        name: {"n_pairs": pairs[name], "n_systems": len(sources[name])} for name in sorted(sources)
+    }
+
+
+def figures_by_source(
+    prob: np.ndarray,
+    p_second: np.ndarray,
+    len_1: np.ndarray,
+    len_2: np.ndarray,
+    systems: np.ndarray,
+    sources: np.ndarray,
+    balance: float,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`agreement_figures` of the head (``prob``) and of ``longest`` on each source's
+    pairs (Spearman over that source's systems, against that source's verdicts)."""
+    by_source: dict[str, dict[str, dict[str, float]]] = {}
+    longest = longest_probability(len_1, len_2)
+    for name in sorted(set(sources.tolist())):
+        mask = sources == name
+        args = (p_second[mask], len_1[mask], len_2[mask], systems[mask], balance)
+        by_source[name] = {
+            "distilled": agreement_figures(prob[mask], *args),
+            "longest": agreement_figures(longest[mask], *args),
+        }
+    return by_source
+
+
+def metric_name(text: str) -> str:
+    """A source's name as part of a metric key (letters, digits, ``_``, ``.``, ``-``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
 def system_folds(systems: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) index arrays; each system's pairs lie wholly on one side."""
     from sklearn.model_selection import GroupKFold
@@ -308,8 +354,10 @@ def _record_manifest(
             "n_pairs": len(verdicts.verdicts),
             "systems": verdicts.systems,
             "labels": config.data.labels,
+            "sources": source_counts(verdicts),
             "failed_left_out": verdicts.failed,
             "not_decisive_left_out": verdicts.not_decisive,
+            "ties_left_out": verdicts.ties,
             "bad_records": [issue.describe() for issue in verdicts.issues],
         },
     )
@@ -389,6 +437,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     pairs = [(first, second) for _, first, second in triples]
     p_second = np.array([v.p_second for v in verdicts.verdicts])
     systems = np.array([v.generator_2 for v in verdicts.verdicts])
+    sources = np.array([v.source for v in verdicts.verdicts])
     if config.heldout.enabled and len(set(systems.tolist())) < 2:
         raise ConfigError(
             f"heldout: the held-out evaluation holds out whole systems (generator_2), but the "
@@ -450,6 +499,10 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
                 {**figures, "n_test_pairs": len(test)},
                 stage="heldout",
                 test_systems=sorted(set(systems[test].tolist())),
+                test_sources={
+                    name: sorted(set(systems[test][sources[test] == name].tolist()))
+                    for name in sorted(set(sources[test].tolist()))
+                },
             )
         context.report("held-out folds", len(splits), len(splits))
         balance = config.heldout.balance
@@ -461,6 +514,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             "longest": agreement_figures(
                 longest_probability(len_1, len_2), p_second, len_1, len_2, systems, balance
             ),
+            "by_source": figures_by_source(prob, p_second, len_1, len_2, systems, sources, balance),
         }
 
     context.report("fitting the head", 0, 1)
@@ -539,5 +593,12 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             for key in ("agreement", "agreement_balanced", "spearman_systems"):
                 metrics[f"{prefix}_{who}_{key}"] = evaluation[who][key]
         metrics[f"{prefix}_n_balanced"] = float(evaluation["distilled"]["n_balanced"])
+        for source, figures in evaluation.get("by_source", {}).items():
+            key = f"{prefix}_source_{metric_name(source)}"
+            for who in ("distilled", "longest"):
+                for name in ("agreement", "agreement_balanced", "spearman_systems"):
+                    metrics[f"{key}_{who}_{name}"] = figures[who][name]
+            for name in ("n_decisive", "n_balanced", "n_systems"):
+                metrics[f"{key}_{name}"] = float(figures["distilled"][name])
     finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
     return RecipeOutcome(final_metrics=finite, checkpoint=path)

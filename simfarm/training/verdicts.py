@@ -9,7 +9,15 @@ usual :data:`~simfarm.record_checks.BadRecordPolicy`.
 
 Each verdict becomes a soft label ``p = preference - 1``: the probability that output 2 won,
 as alpaca_eval reads a weighted preference. ``labels: decisive`` keeps only verdicts that are
-exactly 1 or 2 (what the shipped head was trained on); ``soft`` keeps every judged pair.
+exactly 1 or 2 (what the shipped head was trained on); ``soft`` keeps every judged pair;
+``auto`` keeps every judged pair but exact ties (1.5, alpaca_eval's legacy 0), so a discrete
+judge's 1/2 verdicts are hard labels and a weighted judge's preferences stay soft: one setting
+for a mix of both pools. A value outside [1, 2] is a bad record (file, record, field) whatever
+the mode.
+
+Each verdict also carries its ``source``: the record's ``annotator`` (the judge that gave it),
+or the parent folder's name when the record has none, so held-out figures can be broken down
+by judge.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Literal
 from simfarm.errors import ConfigError
 from simfarm.record_checks import BadRecordPolicy, RecordIssue, raise_if_error
 
-LabelMode = Literal["decisive", "soft"]
+LabelMode = Literal["decisive", "soft", "auto"]
 ANNOTATION_SUFFIXES = (".json", ".jsonl", ".parquet", ".json.gz", ".jsonl.gz")
 """Files of a ``data.annotations`` folder that are read (others, e.g. a README, are not)."""
 
@@ -39,6 +47,8 @@ class Verdict:
     prompt: str = ""
     """What the outputs answer (:func:`~simfarm.annotation.distilled_features.prompt_text`:
     the instruction, then the input if any)."""
+    source: str = ""
+    """Who gave the verdict: the record's ``annotator``, else its file's parent folder name."""
 
 
 @dataclass
@@ -59,6 +69,8 @@ class Verdicts:
     """Records without a verdict (failed annotations, null preference)."""
     not_decisive: int = 0
     """Records left out by ``labels: decisive`` (ties and soft preferences)."""
+    ties: int = 0
+    """Exact ties (1.5, or alpaca_eval's legacy 0) left out by ``labels: auto``."""
     issues: list[RecordIssue] = field(default_factory=list)
     data_sha256: str = ""
     """sha256 of the files' bytes, concatenated in the order read."""
@@ -109,6 +121,9 @@ def read_verdicts(
         raise_if_error(loaded.issues, policy, str(path))
         result.issues.extend(loaded.issues)
         kept = 0
+        # The reader fills a missing annotator with its default; the raw records say
+        # whether the field was there (a file is one judge's in practice, but check each).
+        named = _annotator_named(records)
         for annotation in loaded.annotations:
             preference = annotation.preference
             if preference is None:
@@ -117,6 +132,9 @@ def read_verdicts(
             if labels == "decisive" and preference not in (1.0, 2.0):
                 result.not_decisive += 1
                 continue
+            if labels == "auto" and preference == 1.5:
+                result.ties += 1
+                continue
             result.verdicts.append(
                 Verdict(
                     output_1=annotation.output_1,
@@ -124,6 +142,9 @@ def read_verdicts(
                     generator_2=annotation.generator_2,
                     p_second=float(preference) - 1.0,
                     prompt=prompt_text(annotation.instruction, annotation.input),
+                    source=annotation.annotator
+                    if annotation.annotator in named
+                    else Path(path).resolve().parent.name,
                 )
             )
             kept += 1
@@ -139,7 +160,18 @@ def read_verdicts(
     if not result.verdicts:
         raise ConfigError(
             f"data.annotations: no usable verdicts in {len(files)} file(s) "
-            f"({result.failed} failed, {result.not_decisive} not decisive under "
-            f"labels: {labels})"
+            f"({result.failed} failed, {result.not_decisive} not decisive, {result.ties} ties "
+            f"under labels: {labels})"
         )
     return result
+
+
+def _annotator_named(records: Sequence[object]) -> set[str]:
+    """The ``annotator`` values the records themselves give (text, not empty)."""
+    return {
+        record["annotator"]
+        for record in records
+        if isinstance(record, dict)
+        and isinstance(record.get("annotator"), str)
+        and record["annotator"]
+    }

@@ -20,11 +20,18 @@ from simfarm.annotation.distilled_features import DENSE_FEATURES, FEATURE_NAMES,
 from simfarm.cli import app
 from simfarm.errors import ConfigError
 from simfarm.training.config import load_recipe_config
-from simfarm.training.distilled_judge import both_orders, fit_head, predict, system_folds
+from simfarm.training.distilled_judge import (
+    both_orders,
+    figures_by_source,
+    fit_head,
+    predict,
+    system_folds,
+)
 from simfarm.training.verdicts import annotation_files, read_verdicts
 from tests.conftest import SHARED_DATA
 
 GPT4 = SHARED_DATA / "alpaca_eval" / "annotations_alpaca_eval_gpt4"
+TURBO = SHARED_DATA / "alpaca_eval" / "annotations"
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "distilled_judge.yaml"
 needs_gpt4 = pytest.mark.skipif(not GPT4.is_dir(), reason=f"no GPT-4 annotations in {GPT4}")
 
@@ -84,6 +91,63 @@ def test_reads_alpaca_eval_and_simfarm_annotations_with_soft_labels(tmp_path: Pa
     decisive = read_verdicts(files, "decisive")
     assert [v.p_second for v in decisive.verdicts] == [1.0, 0.0]
     assert decisive.not_decisive == 3
+
+
+def test_auto_labels_drop_ties_and_failures_and_keep_soft_values(tmp_path: Path) -> None:
+    """`labels: auto` for a pool mixing a discrete and a weighted judge: 1/2 stay hard,
+    weighted preferences stay soft (not rounded), exact ties (1.5 and the legacy 0) and
+    failures are dropped; each verdict's source is its annotator, else its folder."""
+    discrete = tmp_path / "gpt4_pool"
+    weighted = tmp_path / "turbo_pool"
+    discrete.mkdir()
+    weighted.mkdir()
+    records = [
+        _record("a", "bb", 2, "sys_a"),
+        _record("a", "cc", 1, "sys_a"),
+        _record("a", "dd", 0, "sys_a"),  # legacy draw
+        _record("a", "ee", 1.5, "sys_a"),  # tie
+        _record("a", "ff", None, "sys_a"),  # failed
+    ]
+    (discrete / "sys_a.json").write_text(json.dumps(records))
+    soft = [_record("a", "gg", 1.8, "sys_b"), _record("a", "hh", 1.0001, "sys_b")]
+    for record in soft:
+        del record["annotator"]
+    (weighted / "sys_b.json").write_text(json.dumps(soft))
+    verdicts = read_verdicts(annotation_files([discrete, weighted]), "auto")
+    assert [v.p_second for v in verdicts.verdicts] == pytest.approx([1.0, 0.0, 0.8, 0.0001])
+    assert verdicts.verdicts[3].p_second != 0.0  # soft, not rounded to a hard label
+    assert verdicts.ties == 2 and verdicts.failed == 1 and verdicts.not_decisive == 0
+    assert [v.source for v in verdicts.verdicts] == ["judge", "judge", "turbo_pool", "turbo_pool"]
+    assert [f.kept for f in verdicts.files] == [2, 2]
+    # Anything that is not a preference stops the read, naming file, record and field.
+    (weighted / "sys_b.json").write_text(json.dumps([*soft, _record("a", "ii", 2.5, "sys_b")]))
+    with pytest.raises(ConfigError, match=r"sys_b\.json: record 2: field 'preference'"):
+        read_verdicts(annotation_files([discrete, weighted]), "auto")
+
+
+def test_heldout_figures_are_broken_down_by_source() -> None:
+    """Each source's figures are computed on its own pairs only: counts, agreement and
+    `longest` on the same pairs, Spearman over that source's systems."""
+    p_second = np.array([1.0, 0.0, 1.0, 0.0, 0.9, 0.2, 0.7, 0.1, 0.8])
+    prob = np.array([0.9, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.4, 0.55])
+    len_1 = np.array([10, 10, 10, 10, 10, 10, 10, 10, 10], dtype=float)
+    len_2 = np.array([20, 9, 5, 30, 9, 12, 11, 40, 2], dtype=float)
+    systems = np.array(["s1", "s1", "s2", "s2", "t1", "t1", "t2", "t2", "t3"])
+    sources = np.array(["gpt4"] * 4 + ["turbo"] * 5)
+    by_source = figures_by_source(prob, p_second, len_1, len_2, systems, sources, 0.8)
+    assert sorted(by_source) == ["gpt4", "turbo"]
+    gpt4, turbo = by_source["gpt4"], by_source["turbo"]
+    assert (gpt4["distilled"]["n_decisive"], gpt4["distilled"]["n_systems"]) == (4, 2)
+    assert (turbo["distilled"]["n_decisive"], turbo["distilled"]["n_systems"]) == (5, 3)
+    # balanced (shorter >= 0.8 x longer): gpt4 pair 1; turbo pairs 4, 5, 6.
+    assert gpt4["distilled"]["n_balanced"] == 1 and turbo["distilled"]["n_balanced"] == 3
+    assert gpt4["distilled"]["agreement"] == pytest.approx(3 / 4)
+    assert turbo["distilled"]["agreement"] == pytest.approx(4 / 5)
+    assert turbo["distilled"]["agreement_balanced"] == pytest.approx(2 / 3)
+    assert gpt4["longest"]["agreement"] == pytest.approx(2 / 4)
+    assert turbo["longest"]["agreement"] == pytest.approx(1 / 5)
+    # turbo systems: ours t1 0.65, t2 0.6, t3 0.55; theirs t1 0.55, t2 0.4, t3 0.8.
+    assert turbo["distilled"]["spearman_systems"] == pytest.approx(-0.5)
 
 
 def _one_bad_record(tmp_path: Path) -> Path:
@@ -241,10 +305,17 @@ def _tiny_gpt4_set(folder: Path, systems: tuple[str, ...], pairs: int) -> Path:
 @needs_gpt4
 @pytest.mark.slow
 def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path) -> None:
-    """`simfarm train` on real GPT-4 verdicts (3 systems x 60 pairs) writes a head, its
-    manifest and held-out figures; a persona beside it names the head by a relative path, and
-    `simfarm validate` runs it on real PandaLM pairs with the head's own probabilities."""
+    """`simfarm train` on real GPT-4 verdicts (3 systems x 60 pairs) and GPT-4-turbo's soft
+    ones (1 system x 40 pairs, `labels: auto`) writes a head, its manifest and held-out
+    figures, overall and per verdict source; a persona beside it names the head by a relative
+    path, and `simfarm validate` runs it on real PandaLM pairs with the head's own
+    probabilities."""
     data = _tiny_gpt4_set(tmp_path / "verdicts", ("alpaca-7b", "claude-2", "cohere"), 60)
+    turbo = tmp_path / "turbo" / "gemma-7b-it.json"
+    turbo.parent.mkdir()
+    turbo_records = json.loads((TURBO / turbo.name).read_text(encoding="utf-8"))[:40]
+    turbo.write_text(json.dumps(turbo_records))
+    turbo_ties = sum(r["preference"] in (0, 1.5) for r in turbo_records)
     _tiny_gpt4_set(tmp_path / "unseen", ("cohere", "gpt4", "guanaco-65b"), 40)
     recipe = tmp_path / "judge.yaml"
     recipe.write_text(
@@ -252,8 +323,8 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
             {
                 "method": "distilled_judge",
                 "data": {
-                    "annotations": "verdicts",
-                    "labels": "decisive",
+                    "annotations": ["verdicts", "turbo/gemma-7b-it.json"],
+                    "labels": "auto",
                     "test_annotations": "unseen",
                 },
                 "heldout": {"folds": 3},
@@ -268,15 +339,41 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     assert manifest["features"] == list(FEATURE_NAMES)
     assert manifest["hyper_parameters"]["C"] == 0.01
     assert manifest["data"]["annotations"]["files"][0]["path"] == str(data / "alpaca-7b.json")
-    assert manifest["training_data"]["systems"] == ["alpaca-7b", "claude-2", "cohere"]
+    assert manifest["training_data"]["systems"] == [
+        "alpaca-7b",
+        "claude-2",
+        "cohere",
+        "gemma-7b-it",
+    ]
     assert manifest["head"]["folded_vs_fitted_max_abs_diff"] < 1e-4
     assert manifest["packages"]["scikit-learn"] is not None
     heldout = manifest["heldout"]
-    assert heldout["folds"] == 3 and heldout["distilled"]["n_systems"] == 3
+    assert heldout["folds"] == 3 and heldout["distilled"]["n_systems"] == 4
     n = manifest["training_data"]["n_pairs"]
     assert heldout["distilled"]["n_decisive"] == heldout["longest"]["n_decisive"] == n
+    # Per verdict source: GPT-4's records name their annotator; the turbo ones too.
+    gpt4_kept = sum(f["kept"] for f in manifest["data"]["annotations"]["files"][:3])
+    assert manifest["training_data"]["sources"] == {
+        "alpaca_eval_gpt4": {"n_pairs": gpt4_kept, "n_systems": 3},
+        "weighted_alpaca_eval_gpt4_turbo": {"n_pairs": 40 - turbo_ties, "n_systems": 1},
+    }
+    assert manifest["training_data"]["ties_left_out"] >= turbo_ties
+    by_source = heldout["by_source"]
+    assert sorted(by_source) == ["alpaca_eval_gpt4", "weighted_alpaca_eval_gpt4_turbo"]
+    assert by_source["alpaca_eval_gpt4"]["distilled"]["n_decisive"] == gpt4_kept
+    assert by_source["alpaca_eval_gpt4"]["longest"]["n_systems"] == 3
+    turbo_figures = by_source["weighted_alpaca_eval_gpt4_turbo"]["distilled"]
+    assert turbo_figures["n_decisive"] == 40 - turbo_ties and turbo_figures["n_systems"] == 1
+    assert (
+        sum(s["distilled"]["n_balanced"] for s in by_source.values())
+        == (heldout["distilled"]["n_balanced"])
+    )
     metrics = json.loads((run / "result.json").read_text())["final_metrics"]
     assert metrics["heldout_distilled_agreement"] == heldout["distilled"]["agreement"]
+    key = "heldout_source_weighted_alpaca_eval_gpt4_turbo"
+    assert metrics[f"{key}_distilled_agreement"] == turbo_figures["agreement"]
+    assert metrics[f"{key}_n_decisive"] == 40 - turbo_ties
+    assert f"{key}_distilled_agreement" in " ".join(result.output.split())
     assert 0 <= metrics["heldout_longest_agreement_balanced"] <= 1
     # The unseen systems, scored by the shipped (folded) head after training.
     test = manifest["test"]
@@ -289,6 +386,7 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
         "alpaca-7b",
         "claude-2",
         "cohere",
+        "gemma-7b-it",
     ]
 
     personas = tmp_path / "personas"
