@@ -69,6 +69,9 @@ def _quiet_libraries() -> None:
 
 def _summary(result: RecipeResult, method: str) -> Table:
     table = Table(title=f"simfarm train: {method}", show_header=False)
+    # Long metric names (per-source figures) wrap rather than end in "…", so they stay legible.
+    table.add_column(overflow="fold")
+    table.add_column()
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
     table.add_row("tokens/s", num(result.tokens_per_s, 1))
     table.add_row("resumed", "yes" if result.resumed else "no")

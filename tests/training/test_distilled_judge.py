@@ -230,6 +230,14 @@ def test_shipped_recipe_validates_without_importing_torch_or_sklearn() -> None:
     ]
 
 
+@needs_gpt4
+def test_alpaca_eval2_recipe_trains_on_both_pools_with_auto_labels() -> None:
+    config = load_recipe_config(RECIPE.with_name("distilled_judge_alpaca_eval2.yaml"))
+    assert config.data.labels == "auto" and config.data.test_annotations is None
+    assert [p.resolve() for p in config.data.annotations] == [GPT4.resolve(), TURBO.resolve()]
+    assert config.heldout.enabled and config.heldout.folds == 7
+
+
 def test_heldout_needs_two_systems(tmp_path: Path) -> None:
     (tmp_path / "one.json").write_text(json.dumps([_record("a", "bb", 2, "only")]))
     recipe = tmp_path / "r.yaml"
@@ -373,7 +381,13 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     key = "heldout_source_weighted_alpaca_eval_gpt4_turbo"
     assert metrics[f"{key}_distilled_agreement"] == turbo_figures["agreement"]
     assert metrics[f"{key}_n_decisive"] == 40 - turbo_ties
-    assert f"{key}_distilled_agreement" in " ".join(result.output.split())
+    # Printed in full: a long name wraps in the summary table's first column, not cut short.
+    names = "".join(
+        line.split("│")[1].strip()
+        for line in result.output.splitlines()[:-1]
+        if line.count("│") == 3
+    )
+    assert f"{key}_distilled_agreementheldout_source_" in names
     assert 0 <= metrics["heldout_longest_agreement_balanced"] <= 1
     # The unseen systems, scored by the shipped (folded) head after training.
     test = manifest["test"]
