@@ -41,6 +41,27 @@ def test_shipped_head_matches_its_manifest() -> None:
     assert head.ngram_weights.shape == head.ngram_idf.shape == (2**18,)
 
 
+def test_alpaca_eval2_head_matches_its_manifest_and_persona() -> None:
+    """The second shipped head: trained on both verdict pools with `labels: auto` by the
+    AlpacaEval 2.0 recipe, its held-out GPT-4-turbo figures those its persona declares."""
+    npz = Path(str(HEADS / "embedded_distilled_alpaca_eval2.npz"))
+    manifest = json.loads(Path(str(HEADS / "embedded_distilled_alpaca_eval2.json")).read_text())
+    assert hashlib.sha256(npz.read_bytes()).hexdigest() == manifest["head"]["sha256"]
+    assert manifest["reproduce"].startswith(
+        "simfarm train recipes/distilled_judge_alpaca_eval2.yaml --out "
+    )
+    assert manifest["training_data"]["labels"] == "auto"
+    turbo = manifest["heldout"]["by_source"]["weighted_alpaca_eval_gpt4_turbo"]["distilled"]
+    assert manifest["training_data"]["sources"]["weighted_alpaca_eval_gpt4_turbo"] == {
+        "n_pairs": turbo["n_decisive"],
+        "n_systems": 7,
+    }
+    declared = load_annotator("embedded_distilled_alpaca_eval2").spec.measured_agreement
+    assert declared is not None and declared.n == turbo["n_decisive"]
+    assert declared.agreement == pytest.approx(turbo["agreement"], abs=5e-4)
+    assert load_head("embedded_distilled_alpaca_eval2").features == FEATURE_NAMES
+
+
 def test_persona_declares_its_measured_agreement() -> None:
     loaded = load_annotator("embedded_distilled")
     assert "distil" in loaded.spec.id
