@@ -15,6 +15,7 @@ from simfarm.annotation import annotate, load_annotator
 from simfarm.annotation.distilled import FEATURE_NAMES, STYLE_FEATURES, DistilledHead, load_head
 from simfarm.annotation.persona import PairwisePersona
 from simfarm.errors import ConfigError
+from simfarm.paths import bundled_data_dir
 from simfarm.types import PairwiseItem
 
 HEADS = resources.files("simfarm.annotation.distilled_heads")
@@ -56,9 +57,15 @@ def test_alpaca_eval2_head_matches_its_manifest_and_persona() -> None:
         "n_pairs": turbo["n_decisive"],
         "n_systems": 7,
     }
+    # The persona's comment quotes the held-out GPT-4-turbo figures of this manifest; its
+    # measured_agreement is human agreement (PandaLM), like every persona's, so the quickstart's
+    # choice of offline judge compares like with like.
+    persona = bundled_data_dir("annotators") / "embedded_distilled_alpaca_eval2.yaml"
+    persona_text = persona.read_text(encoding="utf-8")
+    assert f"agreement {turbo['agreement']:.3f}" in persona_text
+    assert f"{turbo['agreement_balanced']:.3f} (longest" in persona_text
     declared = load_annotator("embedded_distilled_alpaca_eval2").spec.measured_agreement
-    assert declared is not None and declared.n == turbo["n_decisive"]
-    assert declared.agreement == pytest.approx(turbo["agreement"], abs=5e-4)
+    assert declared is not None and declared.human_set.startswith("PandaLM")
     assert load_head("embedded_distilled_alpaca_eval2").features == FEATURE_NAMES
 
 
