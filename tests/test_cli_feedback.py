@@ -248,6 +248,39 @@ def test_validate_a_rating_persona_on_topical_chat_reports_per_aspect_correlatio
     assert all(a["n"] == 30 for a in aspects.values())
     assert all(a["spearman"] is not None and -1 <= a["spearman"] <= 1 for a in aspects.values())
     assert "Likert correlation" in result.output and "engagingness" in result.output
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Correlation with human Likert scores" in markdown
+    assert "## Overall" not in markdown and "samples per pair" not in markdown
+
+
+@pytest.mark.parametrize("flags", [["--samples", "2"], ["--single-order"]])
+def test_validate_refuses_pairwise_flags_for_a_rating_persona(
+    tmp_path: Path, flags: list[str]
+) -> None:
+    """--samples / --single-order mean nothing to a rating annotator: refused before any
+    request, naming the flag, instead of being silently ignored."""
+    script = write_script(tmp_path / "script.json", [("", [" 1"])])
+    with start_server(script=script) as server:
+        name = persona_at(tmp_path, server, "topical_chat_rating", "usr_rater")
+        result = runner.invoke(
+            app,
+            [
+                "validate",
+                "--set",
+                "topical_chat",
+                "--annotator",
+                name,
+                "--annotators-dir",
+                str(tmp_path),
+                "--limit",
+                "1",
+                "--quiet",
+                *flags,
+            ],
+        )
+        assert server.stats()["requests"] == 0
+    assert result.exit_code == 2, result.output
+    assert flags[0] in result.output and "rating annotator" in result.output
 
 
 def test_pairs_from_ratings_writes_records_the_recipes_read(tmp_path: Path) -> None:

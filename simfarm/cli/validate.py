@@ -104,6 +104,19 @@ def validate(
         )
         print_issues(human_set.issues, policy or config.on_bad_record, config.name)
         if annotator is not None and is_rating_annotator(annotator, annotators_dir):
+            # A rating annotator scores each response alone: there is no order to swap and its
+            # runs take one sample, so these flags would be silently ignored (and a report
+            # would claim a setting it never used).
+            ignored = [
+                flag
+                for flag, given in (("--samples", samples != 1), ("--single-order", single_order))
+                if given
+            ]
+            if ignored:
+                raise SimfarmError(
+                    f"{' and '.join(ignored)} apply to pairwise annotators; {annotator!r} is a "
+                    "rating annotator (one score per response, one sample): leave them out"
+                )
             with runs_progress(annotator, annotators_dir, quiet=quiet) as progress:
                 report, rated = validate_rating_annotator(
                     human_set,

@@ -52,12 +52,17 @@ def validation_markdown(report: ValidationReport) -> str:
         report.description.strip(),
         "",
         f"- sources: {', '.join(f'`{s}`' for s in report.sources)}",
-        f"- both orders: {report.both_orders}; samples per pair: {report.n_samples}",
-        "",
-        "## Overall",
-        "",
-        *metrics_table({"overall": report.overall}),
     ]
+    # A rating annotator's report (Likert set) has no pairs: no pairwise table of blanks.
+    pairwise = report.rating is None or report.overall.n_items > 0
+    if pairwise:
+        lines += [
+            f"- both orders: {report.both_orders}; samples per pair: {report.n_samples}",
+            "",
+            "## Overall",
+            "",
+            *metrics_table({"overall": report.overall}),
+        ]
     if len(report.groups) > 1:
         lines += ["", "## By group", "", *metrics_table(report.groups)]
     if len(report.subsets) > 1:
