@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -199,6 +200,24 @@ def test_relative_critique_maps_the_verdict_back_to_the_item_order(tmp_path: Pat
     assert {r["swapped"] for r in records} == {True, False}
 
 
+def validate_topical_chat(annotators_dir: Path, persona: str, *extra: str) -> Any:
+    """``simfarm validate --set topical_chat`` with a persona from ``annotators_dir``."""
+    return runner.invoke(
+        app,
+        [
+            "validate",
+            "--set",
+            "topical_chat",
+            "--annotator",
+            persona,
+            "--annotators-dir",
+            str(annotators_dir),
+            "--quiet",
+            *extra,
+        ],
+    )
+
+
 def test_validate_a_rating_persona_on_topical_chat_reports_per_aspect_correlations(
     tmp_path: Path,
 ) -> None:
@@ -216,22 +235,8 @@ def test_validate_a_rating_persona_on_topical_chat_reports_per_aspect_correlatio
     )
     with start_server(script=script) as server:
         name = persona_at(tmp_path, server, "topical_chat_rating", "usr_rater")
-        result = runner.invoke(
-            app,
-            [
-                "validate",
-                "--set",
-                "topical_chat",
-                "--annotator",
-                name,
-                "--annotators-dir",
-                str(tmp_path),
-                "--limit",
-                "5",
-                "--out",
-                str(tmp_path / "report"),
-                "--quiet",
-            ],
+        result = validate_topical_chat(
+            tmp_path, name, "--limit", "5", "--out", str(tmp_path / "report")
         )
         assert result.exit_code == 0, result.output
         assert server.stats()["requests"] == 30  # 5 contexts x 6 systems
@@ -262,22 +267,7 @@ def test_validate_refuses_pairwise_flags_for_a_rating_persona(
     script = write_script(tmp_path / "script.json", [("", [" 1"])])
     with start_server(script=script) as server:
         name = persona_at(tmp_path, server, "topical_chat_rating", "usr_rater")
-        result = runner.invoke(
-            app,
-            [
-                "validate",
-                "--set",
-                "topical_chat",
-                "--annotator",
-                name,
-                "--annotators-dir",
-                str(tmp_path),
-                "--limit",
-                "1",
-                "--quiet",
-                *flags,
-            ],
-        )
+        result = validate_topical_chat(tmp_path, name, "--limit", "1", *flags)
         assert server.stats()["requests"] == 0
     assert result.exit_code == 2, result.output
     assert flags[0] in result.output and "rating annotator" in result.output
