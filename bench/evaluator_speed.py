@@ -32,7 +32,6 @@ import math
 import sys
 import tempfile
 import time
-import types
 import warnings
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import pandas as pd
 from simfarm.evaluation.difficulty import estimate_difficulty
 from simfarm.evaluation.io import group_by_model, load_annotation_file
 from simfarm.evaluation.leaderboard import build_leaderboard
+from simfarm.testing.alpaca_eval_shim import provide_pkg_resources
 
 REPO = Path(__file__).resolve().parents[1]
 ANNOTATIONS = REPO.parent / "shared" / "data" / "alpaca_eval" / "annotations"
@@ -51,20 +51,6 @@ def _timed(fn) -> tuple[float, object]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
-
-
-def _pkg_resources_stand_in() -> None:
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        from packaging.version import parse
-
-        module = types.ModuleType("pkg_resources")
-        module.parse_version = parse  # type: ignore[attr-defined]
-        module.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = module
 
 
 def main() -> None:
@@ -81,7 +67,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    _pkg_resources_stand_in()
+    provide_pkg_resources()
     try:
         import alpaca_eval.metrics.glm_winrate as glm
     except ImportError as error:

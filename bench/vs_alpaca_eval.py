@@ -22,6 +22,7 @@ from pathlib import Path
 
 from simfarm.annotation import BackendOverrides, annotate_async, load_annotator
 from simfarm.cache import CompletionCache
+from simfarm.testing.alpaca_eval_shim import provide_pkg_resources
 from simfarm.testing.openai_server import start_server
 from simfarm.types import PairwiseItem
 
@@ -94,26 +95,6 @@ async def simfarm_run(base_url: str, cache_path: Path) -> tuple[float, int]:
         cache.close()
     assert result.summary.n_annotated == N_PAIRS, result.summary
     return elapsed, result.summary.requests_sent
-
-
-def provide_pkg_resources() -> None:
-    """alpaca_eval 0.6.6 imports ``pkg_resources`` for two helpers (version parsing, a
-    distribution's version), which setuptools >= 81 no longer ships: the same two from
-    ``packaging`` and ``importlib.metadata``. Nothing on the decoder path uses them."""
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        import importlib.metadata
-        import types
-
-        from packaging.version import parse
-
-        shim = types.ModuleType("pkg_resources")
-        shim.parse_version = parse  # type: ignore[attr-defined]
-        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = shim
 
 
 def main() -> None:

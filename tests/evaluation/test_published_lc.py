@@ -9,10 +9,8 @@ pointed at the same local cache, so both sides read the same files through
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import sys
-import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from simfarm.evaluation.published_glm import (
     HUB_REPO,
     published_difficulty,
 )
+from simfarm.testing.alpaca_eval_shim import provide_pkg_resources
 from simfarm.types import PairwiseAnnotation
 
 pd = pytest.importorskip("pandas")
@@ -40,17 +39,7 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 def _alpaca_eval_glm() -> Any:
     """alpaca_eval's glm_winrate module (alpaca_eval 0.6 imports ``pkg_resources``, gone from
     setuptools >= 81: a two-function stand-in is enough for it to import)."""
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        from packaging.version import parse
-
-        module = types.ModuleType("pkg_resources")
-        module.parse_version = parse  # type: ignore[attr-defined]
-        module.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = module
+    provide_pkg_resources()
     return pytest.importorskip("alpaca_eval.metrics.glm_winrate")
 
 
