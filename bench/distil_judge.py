@@ -45,6 +45,7 @@ from simfarm.annotation.distilled_features import (
     PairFeaturizer,
     length_spread,
 )
+from simfarm.training.distilled_judge import agreement_figures, longest_probability
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca_eval"
 GPT4_DIR = DATA / "annotations_alpaca_eval_gpt4"
@@ -129,7 +130,6 @@ def evaluate(
     C: float,
     symmetric: bool = False,
 ) -> dict[str, float]:
-    from scipy.stats import spearmanr
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
     from sklearn.preprocessing import StandardScaler
@@ -139,7 +139,7 @@ def evaluate(
     len_ref = np.array([len(p["reference"]) for p in pairs], dtype=float)
     len_out = np.array([len(p["output"]) for p in pairs], dtype=float)
     if features is None:  # longest
-        prob = np.where(len_out > len_ref, 1.0, np.where(len_out < len_ref, 0.0, 0.5))
+        prob = longest_probability(len_ref, len_out)
     else:
         prob = np.zeros(len(pairs))
         for train, test in GroupKFold(n_splits=folds).split(features, labels, systems):
@@ -150,24 +150,23 @@ def evaluate(
             head = LogisticRegression(C=C, max_iter=2000, fit_intercept=not symmetric)
             head.fit(scaler.transform(x), y)
             prob[test] = head.predict_proba(scaler.transform(features[test]))[:, 1]
-    correct = (prob > 0.5) == (labels == 1)
-    correct = np.where(prob == 0.5, 0.5, correct)
-    balanced = np.minimum(len_ref, len_out) >= (1 - BALANCE) * np.maximum(len_ref, len_out)
-    names = sorted(set(systems))
-    ours = [prob[systems == s].mean() for s in names]
-    theirs = [labels[systems == s].mean() for s in names]
+    # The recipe's own metrics (every verdict here is decisive), so bench and recipe agree.
+    figures = agreement_figures(
+        prob, labels.astype(float), len_ref, len_out, systems, balance=1 - BALANCE
+    )
     result = {
-        "agreement": float(correct.mean()),
-        "agreement_balanced": float(correct[balanced].mean()),
+        "agreement": figures["agreement"],
+        "agreement_balanced": figures["agreement_balanced"],
         "n_pairs": len(pairs),
-        "n_balanced": int(balanced.sum()),
-        "spearman_systems": float(spearmanr(ours, theirs).statistic),
-        "n_systems": len(names),
+        "n_balanced": int(figures["n_balanced"]),
+        "spearman_systems": figures["spearman_systems"],
+        "n_systems": int(figures["n_systems"]),
     }
     print(
         f"{name:14s} agreement {result['agreement']:.3f}  length-balanced "
         f"{result['agreement_balanced']:.3f} (n={result['n_balanced']})  Spearman over "
-        f"{len(names)} held-out systems {result['spearman_systems']:.3f}  [{len(pairs)} pairs]",
+        f"{result['n_systems']} held-out systems {result['spearman_systems']:.3f}  "
+        f"[{len(pairs)} pairs]",
         flush=True,
     )
     return result
