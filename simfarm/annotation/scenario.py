@@ -24,11 +24,10 @@ feedback given in foresight.
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,6 +39,10 @@ from simfarm.errors import ConfigError
 from simfarm.paths import data_search_path
 from simfarm.textfiles import read_text
 from simfarm.types import DecodingParams, stable_digest
+
+if TYPE_CHECKING:
+    from simfarm.annotation.scenario_instances import InstancesFile
+    from simfarm.record_checks import BadRecordPolicy
 
 
 class SimulatedOutcome(BaseModel):
@@ -222,28 +225,25 @@ class LoadedScenario:
         return resolve_function(function) if function else None  # type: ignore[return-value]
 
     def load_instances(self, path: Path | None = None) -> list[ScenarioInstance]:
-        """The scenario's instances (or those in ``path``), each checked; errors name the
-        file, line and field."""
+        """The scenario's instances (or those in ``path``), each checked; any bad instance
+        stops the load, naming file, line, record and field (``simfarm personas validate``).
+        """
+        from simfarm.record_checks import raise_if_error
+
+        loaded = self.read_instances(path, "error")
+        raise_if_error(loaded.issues, "error", loaded.source)
+        return loaded.instances
+
+    def read_instances(
+        self, path: Path | None = None, policy: BadRecordPolicy = "error"
+    ) -> InstancesFile:
+        """The scenario's instances (or those in ``path``) under a bad-record ``policy``,
+        with every issue (see :mod:`simfarm.annotation.scenario_instances`); the caller
+        stops under ``error`` and lists the issues otherwise."""
+        from simfarm.annotation.scenario_instances import read_instances
+
         path = path or self.relative(self.spec.instances)
-        instances: list[ScenarioInstance] = []
-        for number, line in enumerate(read_text(path).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                instance = ScenarioInstance.model_validate(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{path}:{number}: not JSON: {error.msg}") from None
-            except ValidationError as error:
-                first = error.errors()[0]
-                field = ".".join(str(p) for p in first["loc"]) or "<root>"
-                raise ConfigError(f"{path}:{number}: {field}: {first['msg']}") from None
-            missing = [k for k in self.spec.hidden_fields if k not in instance.hidden]
-            if missing:
-                raise ConfigError(f"{path}:{number}: hidden: missing {missing}")
-            instances.append(instance)
-        if not instances:
-            raise ConfigError(f"{path}: no instances")
-        return instances
+        return read_instances(path, self.spec.hidden_fields, policy)
 
 
 def pairs_of(scenario: str, instances: list[ScenarioInstance]) -> list[HindsightItem]:

@@ -164,8 +164,8 @@ def annotate(
                     "nothing for the scenario's own; not --model-outputs, --reference-outputs "
                     "or --both-orders"
                 )
-            annotator, first, items = hindsight_pairs(
-                loaded, persona, Path(pairs) if pairs is not None else None
+            annotator, first, items, issues = hindsight_pairs(
+                loaded, persona, Path(pairs) if pairs is not None else None, policy
             )
             scenario = first.scenario.spec.id
         elif judges_single_outputs(loaded):

@@ -59,7 +59,7 @@ def report(
         loaded = load_annotator(annotator, annotators_dir)
         if scenario is not None:
             loaded = _with_scenario(loaded, scenario)
-        judge, first, items = hindsight_pairs(loaded, annotator, instances)
+        judge, first, items, _ = hindsight_pairs(loaded, annotator, instances)
         if limit is not None:
             items = items[:limit]
         options: dict[str, Any] = {}

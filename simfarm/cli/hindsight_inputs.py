@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from simfarm.cli.common import console
+from simfarm.cli.common import console, err_console
 
 if TYPE_CHECKING:
     from simfarm.annotation import JudgePool
     from simfarm.annotation.hindsight import HindsightJudge, HindsightSummary
     from simfarm.annotation.loader import LoadedPersona, LoadedPool
     from simfarm.annotation.scenario import HindsightItem
+    from simfarm.record_checks import BadRecordPolicy, RecordIssue
 
 
 def is_hindsight(loaded: LoadedPersona | LoadedPool) -> bool:
@@ -27,16 +28,28 @@ def is_hindsight(loaded: LoadedPersona | LoadedPool) -> bool:
 
 
 def hindsight_pairs(
-    loaded: LoadedPersona | LoadedPool, annotator: str, instances: Path | None = None
-) -> tuple[HindsightJudge | JudgePool[Any, Any, Any, Any], HindsightJudge, list[HindsightItem]]:
-    """The judge (a pool's, or the persona's), its first hindsight member and every pair of
+    loaded: LoadedPersona | LoadedPool,
+    annotator: str,
+    instances: Path | None = None,
+    policy: BadRecordPolicy = "error",
+) -> tuple[
+    HindsightJudge | JudgePool[Any, Any, Any, Any],
+    HindsightJudge,
+    list[HindsightItem],
+    list[RecordIssue],
+]:
+    """The judge (a pool's, or the persona's), its first hindsight member, every pair of
     responses of every instance of the scenario (``instances``, or the scenario's own
-    file). Refuses a persona that is not a hindsight one and a pool whose members apply
-    different scenarios."""
+    file) that ``policy`` keeps, and the issues of the bad instances, as for pairs: under
+    ``error`` any bad instance stops here, naming file, line, record and field; under
+    ``skip``/``coerce`` the caller lists the issues, and a file with no good instance at all
+    is refused (its issues listed first), so nothing is sent. Refuses a persona that is not
+    a hindsight one and a pool whose members apply different scenarios."""
     from simfarm.annotation import JudgePool, judges_for
     from simfarm.annotation.hindsight import HindsightJudge
     from simfarm.annotation.scenario import pairs_of
     from simfarm.errors import ConfigError
+    from simfarm.record_checks import print_record_issues, raise_if_error
 
     judge = judges_for(loaded)
     members = list(judge.judges) if isinstance(judge, JudgePool) else [judge]
@@ -46,8 +59,13 @@ def hindsight_pairs(
     if len({m.scenario.path.resolve() for m in hindsight_judges}) > 1:
         raise ConfigError(f"{annotator}: pool members use different scenarios")
     first = hindsight_judges[0]
-    items = pairs_of(first.scenario.spec.id, first.scenario.load_instances(instances))
-    return judge, first, items  # type: ignore[return-value]
+    loaded_instances = first.scenario.read_instances(instances, policy)
+    raise_if_error(loaded_instances.issues, policy, "the input")
+    if not loaded_instances.instances:  # every instance bad: say which and why, then stop
+        print_record_issues(loaded_instances.issues, err_console)
+        raise ConfigError(f"{loaded_instances.source}: no instances to judge")
+    items = pairs_of(first.scenario.spec.id, loaded_instances.instances)
+    return judge, first, items, loaded_instances.issues  # type: ignore[return-value]
 
 
 def pct(value: float | None) -> str:
