@@ -202,7 +202,7 @@ def test_validate_names_the_line_of_a_malformed_instance(tmp_path: Path) -> None
     (tmp_path / "scenarios" / "inst.jsonl").write_text("\n".join(lines) + "\n")
     result = runner.invoke(app, ["personas", "validate", str(path)])
     assert result.exit_code == 2
-    assert "inst.jsonl:5: hidden: missing ['need']" in result.output
+    assert "inst.jsonl:5 (record 4): field 'hidden.need': missing -> error" in result.output
     fine = runner.invoke(app, ["personas", "validate"])
     assert fine.exit_code == 0, fine.output
     assert "shopping_world_model.yaml" in fine.output and "hindsight_shopping" in fine.output

@@ -111,17 +111,78 @@ def test_annotate_with_a_pool_of_hindsight_personas(tmp_path: Path) -> None:
     assert all(r["hindsight_preference"] in (1.0, 2.0) for r in records)
 
 
-def test_annotate_names_the_line_and_field_of_a_bad_instance(tmp_path: Path) -> None:
+def instances_with_two_bad(path: Path) -> list[str]:
+    """Three instances (6 pairs each): the second has no ``context`` (nothing can repair
+    that), the third a JSON number as its last response's text (``coerce`` repairs it).
+    Returns the three instance ids."""
+    write_instances(path, 3)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    del records[1]["context"]
+    records[2]["responses"][3]["text"] = 404
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return [r["id"] for r in records]
+
+
+def test_on_bad_record_applies_to_scenario_instances(tmp_path: Path) -> None:
+    instances = tmp_path / "bad.jsonl"
+    first, _, third = instances_with_two_bad(instances)
+    missing = f"{instances}:2 (record 1): field 'context': missing"
+    number = f"{instances}:3 (record 2): field 'responses[3].text': expected text, got int 404"
+    with start_server(policy="longest") as server:
+        persona = hindsight_persona(tmp_path, server)
+
+        def run(name: str, *policy: str) -> tuple[int, str]:
+            """Exit code and stderr (where every bad record is listed) of one run."""
+            args = annotate_args(persona, tmp_path / name, tmp_path / f"{name}.sqlite")
+            result = runner.invoke(app, [*args, "--pairs", str(instances), *policy])
+            return result.exit_code, result.stderr.replace("\n", "")
+
+        code, stderr = run("error.jsonl", "--on-bad-record", "error")
+        assert code == 2, stderr
+        assert f"{missing} -> error" in stderr and f"{number} -> error" in stderr
+        assert not (tmp_path / "error.jsonl").exists()
+        assert server.stats()["requests"] == 0  # stopped before any request
+
+        code, stderr = run("skip.jsonl", "--on-bad-record", "skip")
+        assert code == 0, stderr
+        assert f"{missing} -> skipped" in stderr and f"{number} -> skipped" in stderr
+        assert server.stats()["requests"] == 12  # one instance: 6 pairs, foresight + hindsight
+
+        code, stderr = run("coerce.jsonl")  # the default: repair what can be, skip the rest
+        assert code == 0, stderr
+        assert f"{missing} -> skipped" in stderr and f"{number} -> coerced" in stderr
+        assert server.stats()["requests"] == 12 + 24  # two instances (a fresh cache)
+    skipped = read_jsonl(tmp_path / "skip.jsonl")
+    assert len(skipped) == 6 and {r["instance_id"] for r in skipped} == {first}
+    coerced = read_jsonl(tmp_path / "coerce.jsonl")
+    assert len(coerced) == 12 and {r["instance_id"] for r in coerced} == {first, third}
+    assert sum("404" in (r["output_1"], r["output_2"]) for r in coerced) == 3
+
+
+@pytest.mark.parametrize("policy", ["error", "skip", "coerce"])
+def test_every_instance_bad_is_refused_before_any_request(tmp_path: Path, policy: str) -> None:
     instances = tmp_path / "bad.jsonl"
     write_instances(instances, 2)
-    lines = instances.read_text().splitlines()
-    broken = json.loads(lines[1])
-    del broken["context"]
-    instances.write_text(lines[0] + "\n" + json.dumps(broken) + "\n")
-    args = annotate_args("hindsight_shopping", tmp_path / "o.jsonl", tmp_path / "c.sqlite")
-    result = runner.invoke(app, [*args, "--pairs", str(instances)])
+    records = [json.loads(line) for line in instances.read_text().splitlines()]
+    for record in records:
+        del record["hidden"]["need"]
+    instances.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with start_server(policy="longest") as server:
+        args = annotate_args(
+            hindsight_persona(tmp_path, server), tmp_path / "o.jsonl", tmp_path / "c"
+        )
+        result = runner.invoke(app, [*args, "--pairs", str(instances), "--on-bad-record", policy])
+        assert server.stats()["requests"] == 0
     assert result.exit_code == 2
-    assert f"{instances}:2: context" in result.output.replace("\n", "")
+    output = result.stderr.replace("\n", "")
+    action = {"error": "error", "skip": "skipped", "coerce": "skipped"}[policy]
+    for line in (1, 2):
+        assert (
+            f"{instances}:{line} (record {line - 1}): field 'hidden.need': missing -> {action}"
+            in output
+        )
+    if policy != "error":
+        assert f"{instances}: no instances to judge" in output
     assert not (tmp_path / "o.jsonl").exists()
 
 
