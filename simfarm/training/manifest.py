@@ -55,7 +55,7 @@ def write_manifest(out_dir: Path, config: RecipeConfig, extra: dict[str, Any]) -
     ids and anything else the method records."""
     manifest = {
         "method": config.method,
-        "config": config.model_dump(mode="json"),
+        "config": config.manifest_config(),
         "config_digest": config_digest(config),
         "seed": config.seed,
         "packages": package_versions(),

@@ -346,7 +346,7 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["features"] == list(FEATURE_NAMES)
     assert manifest["hyper_parameters"]["C"] == 0.01
-    assert manifest["data"]["annotations"]["files"][0]["path"] == str(data / "alpaca-7b.json")
+    assert manifest["data"]["annotations"]["files"][0]["path"] == "verdicts/alpaca-7b.json"
     assert manifest["training_data"]["systems"] == [
         "alpaca-7b",
         "claude-2",
