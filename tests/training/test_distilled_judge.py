@@ -318,7 +318,7 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     figures, overall and per verdict source; a persona beside it names the head by a relative
     path, and `simfarm validate` runs it on real PandaLM pairs with the head's own
     probabilities."""
-    data = _tiny_gpt4_set(tmp_path / "verdicts", ("alpaca-7b", "claude-2", "cohere"), 60)
+    _tiny_gpt4_set(tmp_path / "verdicts", ("alpaca-7b", "claude-2", "cohere"), 60)
     turbo = tmp_path / "turbo" / "gemma-7b-it.json"
     turbo.parent.mkdir()
     turbo_records = json.loads((TURBO / turbo.name).read_text(encoding="utf-8"))[:40]
