@@ -248,6 +248,11 @@ class RecipeConfig(_Strict):
         """The config as ``manifest.json`` records it (a method may make its paths portable)."""
         return self.model_dump(mode="json")
 
+    def digest_text(self) -> str:
+        """What ``config_digest`` hashes (a method whose manifest config is portable hashes
+        that, so the digest is the same on every machine)."""
+        return self.model_dump_json()
+
 
 class SFTConfig(RecipeConfig):
     """Supervised fine-tuning on reference responses (TRL SFTTrainer, loss on the response)."""

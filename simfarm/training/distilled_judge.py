@@ -33,6 +33,7 @@ run the same command again and the finished folds are read back, not refitted.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -134,6 +135,10 @@ class DistilledJudgeConfig(RecipeConfig):
             if paths is not None:
                 dumped["data"][key] = [self.portable_path(p) for p in paths]
         return dumped
+
+    def digest_text(self) -> str:
+        """The portable config (paths relative to the recipe file), as JSON."""
+        return json.dumps(self.manifest_config(), sort_keys=True)
 
     @field_validator("lora", mode="before")
     @classmethod

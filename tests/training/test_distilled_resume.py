@@ -174,3 +174,34 @@ def test_a_killed_run_resumes_from_its_finished_folds(tmp_path: Path) -> None:
     said = " ".join(refused.stderr.split())
     assert "fold-0.npz: held-out predictions of other data or features" in said
     assert not (killed / "head.npz").exists()
+
+
+@needs_gpt4
+@pytest.mark.parametrize(
+    ("head", "recipe"),
+    [
+        ("embedded_distilled", "distilled_judge"),
+        ("embedded_distilled_alpaca_eval2", "distilled_judge_alpaca_eval2"),
+    ],
+)
+def test_shipped_manifests_record_portable_paths(head: str, recipe: str) -> None:
+    """The shipped manifests hold what the recipe writes today: the config with its input
+    paths as the recipe gives them (relative to it) and no lora, the same config digest on
+    any machine, and each data file relative to the recipe beside its digest."""
+    from importlib import resources
+
+    from simfarm.training.distilled_folds import run_digest
+    from simfarm.training.manifest import config_digest
+
+    shipped = resources.files("simfarm.annotation.distilled_heads") / f"{head}.json"
+    manifest = json.loads(Path(str(shipped)).read_text())
+    config = load_recipe_config(REPO_ROOT / "recipes" / f"{recipe}.yaml")
+    assert manifest["config"] == config.manifest_config()
+    assert manifest["config_digest"] == config_digest(config)
+    data = manifest["data"]["annotations"]
+    assert manifest["run_digest"] == run_digest(config_digest(config), data["sha256"])
+    for entry in data["files"]:
+        assert entry["path"].startswith("../../shared/data/alpaca_eval/")
+        assert len(entry["sha256"]) == 64
+    for text in _strings(manifest):
+        assert not os.path.isabs(text) and "/work/" not in text, text
