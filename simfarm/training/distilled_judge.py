@@ -360,7 +360,10 @@ def command_line() -> str:
     from simfarm.redaction import redact
 
     def portable(arg: str) -> str:
-        return os.path.relpath(arg) if os.path.isabs(arg) else arg
+        try:
+            return os.path.relpath(arg) if os.path.isabs(arg) else arg
+        except ValueError:  # another drive (Windows): no relative form
+            return arg
 
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
     return shlex.join(redact(portable(arg)) for arg in argv)
