@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from simfarm.errors import ConfigError
 
@@ -227,6 +234,24 @@ class RecipeConfig(_Strict):
     """Seeds data order, initialisation and sampling."""
     data: Any = None
     """The method's data (see each method)."""
+    _recipe_dir: Path | None = PrivateAttr(default=None)
+    # The recipe file's folder (set by parse_recipe_config): relative input paths are resolved
+    # against it, and a manifest can record them relative to it again.
+
+    @property
+    def recipe_dir(self) -> Path:
+        """The folder input paths are relative to (the working directory for a config
+        built in Python)."""
+        return self._recipe_dir if self._recipe_dir is not None else Path.cwd()
+
+    def manifest_config(self) -> dict[str, Any]:
+        """The config as ``manifest.json`` records it (a method may make its paths portable)."""
+        return self.model_dump(mode="json")
+
+    def digest_text(self) -> str:
+        """What ``config_digest`` hashes (a method whose manifest config is portable hashes
+        that, so the digest is the same on every machine)."""
+        return self.model_dump_json()
 
 
 class SFTConfig(RecipeConfig):
@@ -376,7 +401,9 @@ def parse_recipe_config(
         config = cls.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_format_validation(source, error)) from None
-    resolve_paths(config, base_dir if base_dir is not None else Path.cwd(), source)
+    base_dir = base_dir if base_dir is not None else Path.cwd()
+    resolve_paths(config, base_dir, source)
+    config._recipe_dir = base_dir
     return config
 
 

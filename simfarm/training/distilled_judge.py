@@ -25,12 +25,15 @@ reports the same figures (``test_*`` in ``result.json``, ``test`` in the manifes
 
 Writes ``head.npz`` (usable as a persona's ``head:``), ``manifest.json`` (data digests,
 hyper-parameters, feature list, the command, package versions), ``metrics.jsonl`` (one line per
-held-out fold) and ``result.json``. Nothing is resumed: a killed run starts again (minutes).
+held-out fold), ``folds/fold-K.npz`` (each finished fold's held-out predictions) and
+``result.json``. A killed run resumes at fold granularity (:mod:`simfarm.training.distilled_folds`):
+run the same command again and the finished folds are read back, not refitted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -39,8 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from simfarm.training.config import RecipeConfig, _Strict
+from simfarm.training.config import LoraSpec, RecipeConfig, _Strict
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,6 +104,10 @@ class DistilledJudgeConfig(RecipeConfig):
 
     method: Literal["distilled_judge"] = "distilled_judge"
     """Always "distilled_judge"."""
+    lora: SkipJsonSchema[LoraSpec] = Field(default_factory=LoraSpec, exclude=True)
+    """Not a setting here: the head is a linear model over fixed features, with no LoRA
+    adapters, so a recipe (or ``--set lora.*``) that sets it is refused, and the manifest
+    records none."""
     data: DistilledJudgeData
     """The verdicts to learn from."""
     C: float = Field(default=0.01, gt=0)
@@ -112,6 +121,34 @@ class DistilledJudgeConfig(RecipeConfig):
     """Pairs on which the folded head (token scores) must reproduce the fitted one."""
     check_tolerance: float = Field(default=1e-4, gt=0)
     """Largest allowed |P_folded - P_fitted| on those pairs."""
+
+    def portable_path(self, path: Path | str) -> str:
+        """``path`` as the manifest records it: relative to the recipe file's folder (as the
+        recipe gives it), never the absolute path of the machine that trained the head."""
+        return Path(os.path.relpath(Path(path).absolute(), self.recipe_dir.absolute())).as_posix()
+
+    def manifest_config(self) -> dict[str, Any]:
+        """The config with its input paths relative to the recipe file (portable)."""
+        dumped = self.model_dump(mode="json")
+        for key in ("annotations", "test_annotations"):
+            paths = getattr(self.data, key)
+            if paths is not None:
+                dumped["data"][key] = [self.portable_path(p) for p in paths]
+        return dumped
+
+    def digest_text(self) -> str:
+        """The portable config (paths relative to the recipe file), as JSON."""
+        return json.dumps(self.manifest_config(), sort_keys=True)
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _no_lora(cls, value: Any) -> Any:
+        # Runs only when the recipe or an override sets `lora`; the default is never used.
+        raise PydanticCustomError(
+            "no_lora",
+            "the distilled judge is a linear head over fixed features and has no LoRA "
+            "adapters; remove `lora` from the recipe (and any --set lora.*)",
+        )
 
     @model_validator(mode="after")
     def _embedded_only(self) -> DistilledJudgeConfig:
@@ -317,11 +354,24 @@ def fold_token_scores(embedding: np.ndarray, content_weights: np.ndarray) -> np.
 
 
 def command_line() -> str:
-    """This process's command line (``simfarm train ...``), secrets redacted."""
+    """This process's command line (``simfarm train ...``), secrets redacted, each absolute
+    path written relative to the working directory (a manifest holds no absolute path of the
+    machine that trained the head)."""
     from simfarm.redaction import redact
 
+    def portable(arg: str) -> str:
+        try:
+            return os.path.relpath(arg) if os.path.isabs(arg) else arg
+        except ValueError:  # another drive (Windows): no relative form
+            return arg
+
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
-    return shlex.join(redact(arg) for arg in argv)
+    return shlex.join(redact(portable(arg)) for arg in argv)
+
+
+def portable_files(config: DistilledJudgeConfig, verdicts: Verdicts) -> list[dict[str, Any]]:
+    """The files read, each path relative to the recipe file, beside its digest and counts."""
+    return [{**vars(f), "path": config.portable_path(f.path)} for f in verdicts.files]
 
 
 def _record_manifest(
@@ -337,10 +387,6 @@ def _record_manifest(
     from simfarm.training.manifest import package_versions
 
     command = command_line()
-    context.manifest_extra.setdefault("data", {})["annotations"] = {
-        "sha256": verdicts.data_sha256,
-        "files": [vars(f) for f in verdicts.files],
-    }
     context.record(
         "packages",
         {
@@ -358,7 +404,10 @@ def _record_manifest(
             "failed_left_out": verdicts.failed,
             "not_decisive_left_out": verdicts.not_decisive,
             "ties_left_out": verdicts.ties,
-            "bad_records": [issue.describe() for issue in verdicts.issues],
+            "bad_records": [
+                issue.model_copy(update={"file": config.portable_path(issue.file)}).describe()
+                for issue in verdicts.issues
+            ],
         },
     )
     context.record(
@@ -386,7 +435,7 @@ def _record_manifest(
 
 
 def score_test_annotations(
-    head: Any, tokenizer: Any, verdicts: Verdicts, balance: float
+    head: Any, tokenizer: Any, verdicts: Verdicts, config: DistilledJudgeConfig
 ) -> dict[str, Any]:
     """The shipped (folded) head, scored through the persona's code path, on test verdicts
     (soft labels), beside ``longest``."""
@@ -398,8 +447,9 @@ def score_test_annotations(
     len_1 = np.array([len(v.output_1) for v in rows], dtype=float)
     len_2 = np.array([len(v.output_2) for v in rows], dtype=float)
     systems = np.array([v.generator_2 for v in rows])
+    balance = config.heldout.balance
     return {
-        "files": [vars(f) for f in verdicts.files],
+        "files": portable_files(config, verdicts),
         "sha256": verdicts.data_sha256,
         "labels": "soft",
         "balance": balance,
@@ -422,6 +472,8 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         length_spread,
     )
     from simfarm.errors import ConfigError, SimfarmError
+    from simfarm.training.distilled_folds import FoldStore, run_digest
+    from simfarm.training.manifest import config_digest
     from simfarm.training.run import RecipeOutcome
     from simfarm.training.verdicts import annotation_files, read_verdicts
 
@@ -433,6 +485,14 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     context.report("reading verdicts", 0, len(files))
     verdicts = read_verdicts(files, config.data.labels, config.data.on_bad_record)
     context.report("reading verdicts", len(files), len(files))
+    # Recorded now, so a killed run's manifest says which data its saved folds came from.
+    store = FoldStore(context.out_dir, run_digest(config_digest(config), verdicts.data_sha256))
+    context.manifest_extra.setdefault("data", {})["annotations"] = {
+        "sha256": verdicts.data_sha256,
+        "files": portable_files(config, verdicts),
+    }
+    context.record("run_digest", store.digest)
+    context.write_manifest()
     triples = [(v.prompt, v.output_1, v.output_2) for v in verdicts.verdicts]
     pairs = [(first, second) for _, first, second in triples]
     p_second = np.array([v.p_second for v in verdicts.verdicts])
@@ -444,6 +504,14 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             f"data has only {sorted(set(systems.tolist()))}; give more systems or set "
             "heldout.enabled=false"
         )
+
+    # Folds finish in order: the leading run of saved ones is reused (checked before the
+    # minutes of featurising, so other data fails at once); any later one is refitted.
+    splits = system_folds(systems, config.heldout.folds) if config.heldout.enabled else []
+    saved = [store.load(fold, test) for fold, (_, test) in enumerate(splits)]
+    reused = 0
+    while reused < len(saved) and saved[reused] is not None:
+        reused += 1
 
     folder, embedding = load_embedding()
     tokenizer = embedded_tokenizer()
@@ -479,13 +547,24 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     len_2 = np.array([len(b) for _, b in pairs], dtype=float)
     heldout: dict[str, Any] | None = None
     if config.heldout.enabled:
-        splits = system_folds(systems, config.heldout.folds)
         prob = np.zeros(len(pairs))
+        context.metrics.truncate_after(reused - 1, stage="heldout")
+        logged = {r.get("step") for r in context.metrics.read() if r.get("stage") == "heldout"}
+        if reused:
+            attempts = context.manifest_extra.setdefault("attempts", [])
+            attempts.append({"heldout_folds_reused": reused, "of": len(splits)})
         for fold, (train, test) in enumerate(splits):
             context.report("held-out folds", fold, len(splits))
-            idf = idf_of(train)
-            fitted = fit_head(matrix(train, idf), p_second[train], config.C, config.max_iter)
-            prob[test] = predict(fitted, matrix(test, idf))
+            kept = saved[fold] if fold < reused else None
+            if kept is not None:
+                prob[test] = kept
+                if fold in logged:
+                    continue
+            else:
+                idf = idf_of(train)
+                fitted = fit_head(matrix(train, idf), p_second[train], config.C, config.max_iter)
+                prob[test] = predict(fitted, matrix(test, idf))
+                store.save(fold, test, prob[test])
             figures = agreement_figures(
                 prob[test],
                 p_second[test],
@@ -550,9 +629,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     if test_files and worst <= config.check_tolerance:
         context.report("scoring test annotations", 0, len(test_files))
         test_verdicts = read_verdicts(test_files, "soft", config.data.on_bad_record)
-        test_result = score_test_annotations(
-            folded, tokenizer, test_verdicts, config.heldout.balance
-        )
+        test_result = score_test_annotations(folded, tokenizer, test_verdicts, config)
         context.report("scoring test annotations", len(test_files), len(test_files))
     head = {
         "file": HEAD_FILE,
@@ -601,4 +678,4 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             for name in ("n_decisive", "n_balanced", "n_systems"):
                 metrics[f"{key}_{name}"] = float(figures["distilled"][name])
     finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
-    return RecipeOutcome(final_metrics=finite, checkpoint=path)
+    return RecipeOutcome(final_metrics=finite, checkpoint=path, resumed=reused > 0)

@@ -47,7 +47,7 @@ def file_digest(path: Path) -> str:
 
 
 def config_digest(config: RecipeConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    return hashlib.sha256(config.digest_text().encode()).hexdigest()
 
 
 def write_manifest(out_dir: Path, config: RecipeConfig, extra: dict[str, Any]) -> Path:
@@ -55,7 +55,7 @@ def write_manifest(out_dir: Path, config: RecipeConfig, extra: dict[str, Any]) -
     ids and anything else the method records."""
     manifest = {
         "method": config.method,
-        "config": config.model_dump(mode="json"),
+        "config": config.manifest_config(),
         "config_digest": config_digest(config),
         "seed": config.seed,
         "packages": package_versions(),

@@ -318,7 +318,7 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     figures, overall and per verdict source; a persona beside it names the head by a relative
     path, and `simfarm validate` runs it on real PandaLM pairs with the head's own
     probabilities."""
-    data = _tiny_gpt4_set(tmp_path / "verdicts", ("alpaca-7b", "claude-2", "cohere"), 60)
+    _tiny_gpt4_set(tmp_path / "verdicts", ("alpaca-7b", "claude-2", "cohere"), 60)
     turbo = tmp_path / "turbo" / "gemma-7b-it.json"
     turbo.parent.mkdir()
     turbo_records = json.loads((TURBO / turbo.name).read_text(encoding="utf-8"))[:40]
@@ -346,7 +346,7 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["features"] == list(FEATURE_NAMES)
     assert manifest["hyper_parameters"]["C"] == 0.01
-    assert manifest["data"]["annotations"]["files"][0]["path"] == str(data / "alpaca-7b.json")
+    assert manifest["data"]["annotations"]["files"][0]["path"] == "verdicts/alpaca-7b.json"
     assert manifest["training_data"]["systems"] == [
         "alpaca-7b",
         "claude-2",
