@@ -20,8 +20,11 @@ judge on decisive pairs, on length-balanced pairs, and the Spearman correlation 
 predicted win rates with the judge's, beside ``longest`` on the same pairs, overall and per
 verdict source (``by_source``: the records' ``annotator``, else their folder's name), so a
 pool mixing two judges says how the head does on each. After it, if
-``data.test_annotations`` is set, the shipped head scores those verdicts (soft labels) and
-reports the same figures (``test_*`` in ``result.json``, ``test`` in the manifest).
+``data.test_annotations`` is set, those verdicts (soft labels) are scored with the same figures
+(``test_*`` in ``result.json``, ``test`` in the manifest): each test system that is also a
+training system by a head refitted without its pairs, the others by the shipped head
+(:mod:`simfarm.training.distilled_unseen`; the shipped head's own figures on all of them are
+kept as ``shipped_head``).
 
 Writes ``head.npz`` (usable as a persona's ``head:``), ``manifest.json`` (data digests,
 hyper-parameters, feature list, the command, package versions), ``metrics.jsonl`` (one line per
@@ -435,28 +438,46 @@ def _record_manifest(
 
 
 def score_test_annotations(
-    head: Any, tokenizer: Any, verdicts: Verdicts, config: DistilledJudgeConfig
+    prob: np.ndarray,
+    shipped_prob: np.ndarray,
+    verdicts: Verdicts,
+    config: DistilledJudgeConfig,
+    refitted: list[str],
+    outputs_in_training: dict[str, int],
 ) -> dict[str, Any]:
-    """The shipped (folded) head, scored through the persona's code path, on test verdicts
-    (soft labels), beside ``longest``."""
+    """Figures on test verdicts (soft labels): ``distilled`` with every system scored by a
+    head that never trained on its pairs (:mod:`simfarm.training.distilled_unseen`),
+    ``shipped_head`` with the shipped (folded) head on all of them, beside ``longest``; and
+    each system's win rate (mean P(output 2 wins)) by the judge and by each of them."""
     import numpy as np
 
     rows = verdicts.verdicts
-    prob = np.array([head.probability(tokenizer, v.prompt, v.output_1, v.output_2) for v in rows])
     p_second = np.array([v.p_second for v in rows])
     len_1 = np.array([len(v.output_1) for v in rows], dtype=float)
     len_2 = np.array([len(v.output_2) for v in rows], dtype=float)
     systems = np.array([v.generator_2 for v in rows])
     balance = config.heldout.balance
+    longest = longest_probability(len_1, len_2)
+    win_rates = {
+        name: {
+            "judge": float(p_second[systems == name].mean()),
+            "distilled": float(prob[systems == name].mean()),
+            "shipped_head": float(shipped_prob[systems == name].mean()),
+            "longest": float(longest[systems == name].mean()),
+        }
+        for name in sorted(set(systems.tolist()))
+    }
     return {
         "files": portable_files(config, verdicts),
         "sha256": verdicts.data_sha256,
         "labels": "soft",
         "balance": balance,
+        "win_rates": win_rates,
+        "refitted_without": refitted,
+        "outputs_in_training": outputs_in_training,
         "distilled": agreement_figures(prob, p_second, len_1, len_2, systems, balance),
-        "longest": agreement_figures(
-            longest_probability(len_1, len_2), p_second, len_1, len_2, systems, balance
-        ),
+        "shipped_head": agreement_figures(shipped_prob, p_second, len_1, len_2, systems, balance),
+        "longest": agreement_figures(longest, p_second, len_1, len_2, systems, balance),
     }
 
 
@@ -473,6 +494,11 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     )
     from simfarm.errors import ConfigError, SimfarmError
     from simfarm.training.distilled_folds import FoldStore, run_digest
+    from simfarm.training.distilled_unseen import (
+        outputs_in_training,
+        overlapping_systems,
+        unseen_probabilities,
+    )
     from simfarm.training.manifest import config_digest
     from simfarm.training.run import RecipeOutcome
     from simfarm.training.verdicts import annotation_files, read_verdicts
@@ -629,7 +655,41 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     if test_files and worst <= config.check_tolerance:
         context.report("scoring test annotations", 0, len(test_files))
         test_verdicts = read_verdicts(test_files, "soft", config.data.on_bad_record)
-        test_result = score_test_annotations(folded, tokenizer, test_verdicts, config)
+        overlap = overlapping_systems(test_verdicts.verdicts, verdicts.systems)
+
+        def head_without(system: str) -> DistilledHead:
+            """The head fitted as the final one but without ``system``'s pairs."""
+            context.report(f"refitting without {system}", 0, 1)
+            keep = np.flatnonzero(systems != system)
+            idf = idf_of(keep)
+            refit = fitted_weights(
+                fit_head(matrix(keep, idf), p_second[keep], config.C, config.max_iter)
+            )
+            target = context.out_dir / "head.without.tmp.npz"
+            save_head(
+                target,
+                token_scores=fold_token_scores(embedding, refit[n_dense : n_dense + width]),
+                dense_weights=refit[:n_dense],
+                ngram_idf=idf,
+                ngram_weights=refit[n_dense + width :],
+                bias=0.0,
+                delta_len_std=delta_len_std,
+            )
+            head = DistilledHead(target)
+            target.unlink()
+            return head
+
+        prob, shipped_prob = unseen_probabilities(
+            test_verdicts.verdicts, tokenizer, folded, head_without, overlap
+        )
+        test_result = score_test_annotations(
+            prob,
+            shipped_prob,
+            test_verdicts,
+            config,
+            overlap,
+            outputs_in_training(test_verdicts.verdicts, verdicts.verdicts),
+        )
         context.report("scoring test annotations", len(test_files), len(test_files))
     head = {
         "file": HEAD_FILE,
@@ -666,7 +726,9 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     for prefix, evaluation in evaluations:
         if evaluation is None:
             continue
-        for who in ("distilled", "longest"):
+        for who in ("distilled", "shipped_head", "longest"):
+            if who not in evaluation:
+                continue  # shipped_head: test annotations only
             for key in ("agreement", "agreement_balanced", "spearman_systems"):
                 metrics[f"{prefix}_{who}_{key}"] = evaluation[who][key]
         metrics[f"{prefix}_n_balanced"] = float(evaluation["distilled"]["n_balanced"])

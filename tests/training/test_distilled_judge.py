@@ -395,6 +395,18 @@ def test_train_then_validate_a_users_own_head(tmp_path: Path, shared_data: Path)
     assert test["distilled"]["n_decisive"] == test["longest"]["n_decisive"] > 0
     assert metrics["test_distilled_agreement"] == test["distilled"]["agreement"]
     assert metrics["test_longest_spearman_systems"] == test["longest"]["spearman_systems"]
+    # cohere is a training system too: it is scored by a head refitted without its pairs, the
+    # two never-seen systems by the shipped head (their win rates are the shipped head's).
+    assert test["refitted_without"] == ["cohere"]
+    rates = test["win_rates"]
+    assert sorted(rates) == ["cohere", "gpt4", "guanaco-65b"]
+    for unseen in ("gpt4", "guanaco-65b"):
+        assert rates[unseen]["distilled"] == rates[unseen]["shipped_head"]
+    assert abs(rates["cohere"]["distilled"] - rates["cohere"]["shipped_head"]) > 1e-6
+    assert metrics["test_shipped_head_agreement"] == test["shipped_head"]["agreement"]
+    # Every pool here judges against text_davinci_003: its outputs are in every pair, but it
+    # is not a test system, so no test system's outputs sit in other systems' pairs.
+    assert test["outputs_in_training"] == {}
     folds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert sorted(s for f in folds for s in f["test_systems"]) == [
         "alpaca-7b",
@@ -445,3 +457,27 @@ def test_the_folded_head_check_stops_a_head_that_does_not_match(tmp_path: Path) 
     assert result.exit_code != 0
     assert "folded head differs from the fitted one" in " ".join(result.output.split())
     assert not (tmp_path / "run" / "head.npz").exists()
+
+
+def test_test_systems_that_are_training_systems_are_found_with_their_shared_outputs() -> None:
+    """Overlap is by judged system (generator_2); a test system's outputs sitting in other
+    systems' training pairs (as a pool's reference does) are counted, empty outputs never."""
+    from simfarm.training.distilled_unseen import outputs_in_training, overlapping_systems
+    from simfarm.training.verdicts import Verdict
+
+    training = [
+        Verdict("ref a", "x a", "x", 1.0),
+        Verdict("ref b", "y b", "y", 0.0),
+        Verdict("ref a", "", "y", 0.0),
+        Verdict("", "z", "z", 1.0),
+    ]
+    test = [
+        Verdict("base a", "ref a", "ref", 0.0),
+        Verdict("base b", "ref b", "ref", 1.0),
+        Verdict("base a", "x a", "x", 1.0),
+        Verdict("base a", "", "w", 1.0),
+    ]
+    assert overlapping_systems(test, ["x", "y", "z"]) == ["x"]
+    # Both "ref" outputs are the reference side of training pairs (one of them twice: counted
+    # once); "x a" is only in x's own pair (which the refit leaves out), "" never counts.
+    assert outputs_in_training(test, training) == {"ref": 2}
