@@ -64,9 +64,15 @@ class JudgeChoice:
     n: int
     alternatives: list[tuple[str, float]]
     """Every offline persona with a measurement, best first."""
+    baselines: frozenset[str] = frozenset()
+    """Those of ``alternatives`` that are length baselines (never chosen)."""
 
     def note(self) -> str:
-        others = ", ".join(f"`{p}` {a:.1%}" for p, a in self.alternatives if p != self.persona)
+        others = ", ".join(
+            f"`{p}` {a:.1%}" + (" (length baseline, not a judge)" if p in self.baselines else "")
+            for p, a in self.alternatives
+            if p != self.persona
+        )
         return (
             f"judge `{self.persona}`: {self.agreement:.1%} agreement with the human majority on "
             f"{self.human_set} (n={self.n}); best of the offline judges"
@@ -74,17 +80,28 @@ class JudgeChoice:
         )
 
 
+LENGTH_BASELINES = frozenset({"longest", "shortest"})
+"""Rules that only compare lengths: the baselines judges are measured against, not judges. A
+board judged by one ranks methods by how long they answer, which is what a length-controlled
+win rate is there to remove, and feedback from one teaches a policy to be verbose. They are
+listed beside the choice (``longest`` agrees with PandaLM's human majority more often than any
+offline judge here, 67.4% against 66.8%) but never chosen."""
+
+
 def best_offline_judge(dirs: list[Path] | None = None) -> JudgeChoice:
-    """The offline persona with the highest measured human agreement.
+    """The offline judge with the highest measured human agreement.
 
     Offline: a rule, or a backend in :data:`OFFLINE_BACKENDS`. Only personas whose file
     carries a ``measured_agreement`` compete: an unmeasured judge is never picked on faith.
+    Length baselines (:data:`LENGTH_BASELINES`) are listed in ``alternatives`` with their
+    figure, never picked.
     """
     from simfarm.annotation.loader import iter_annotator_files
     from simfarm.annotation.persona import PairwisePersona
     from simfarm.errors import ConfigError, SimfarmError
 
     measured: list[tuple[str, float, Any]] = []
+    baselines: set[str] = set()
     for path in iter_annotator_files(dirs):
         try:
             spec = read_spec(path)
@@ -97,16 +114,23 @@ def best_offline_judge(dirs: list[Path] | None = None) -> JudgeChoice:
         )
         if offline and spec.label_noise == 0:
             measured.append((spec.id, spec.measured_agreement.agreement, spec.measured_agreement))
-    if not measured:
-        raise ConfigError("no offline persona with a measured_agreement; name a judge instead")
+            if spec.rule in LENGTH_BASELINES:
+                baselines.add(spec.id)
     measured.sort(key=lambda m: (-m[1], m[0]))
-    best_id, best_agreement, best = measured[0]
+    judges = [m for m in measured if m[0] not in baselines]
+    if not judges:
+        raise ConfigError(
+            "no offline judge with a measured_agreement (length baselines are not chosen); "
+            "name a judge instead"
+        )
+    best_id, best_agreement, best = judges[0]
     return JudgeChoice(
         persona=best_id,
         agreement=best_agreement,
         human_set=best.human_set,
         n=best.n,
         alternatives=[(p, a) for p, a, _ in measured],
+        baselines=frozenset(baselines),
     )
 
 
