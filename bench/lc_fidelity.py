@@ -25,6 +25,13 @@ published LC, so Spearman takes few values (one adjacent swap gives 0.943) and t
 mean over 6 numbers. No choice in simfarm is made on these figures (that would be fitting on
 the test): they are reported so a change that makes the LC much worse is seen.
 
+Third table (``--ae1``): the same on AlpacaEval 1, GPT-4's verdicts of 39 systems against
+``text_davinci_003`` (``annotations_alpaca_eval_gpt4/``), against the ``length_controlled_winrate``
+alpaca_eval ships in its own ``leaderboards/data_AlpacaEval/alpaca_eval_gpt4_leaderboard.csv``
+(36 of the 39 have one). More systems, so Spearman means more; but those published values were
+not all computed one way (some equal ours to 0.05 points, e.g. gpt4 and alpaca-7b, others are
+10-20 points lower), so the MAE there mostly measures that, not our estimate.
+
 Last line: ``ratio=<Spearman of the default method>``.
 """
 
@@ -122,25 +129,36 @@ def simulated_table(fixed_Cs: list[float], seeds: int) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--C", type=float, nargs="*", default=[float(c) for c in CS[3:7]], help="fixed L1 C"
+def published_ae1_lc() -> dict[str, float]:
+    """AlpacaEval 1's LC as alpaca_eval's package ships it (systems without one left out)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("alpaca_eval")  # located, not imported (it needs pkg_resources)
+    if spec is None or spec.origin is None:
+        sys.exit("--ae1 needs alpaca_eval installed (pip install alpaca-eval)")
+    board = (
+        Path(spec.origin).parent / "leaderboards/data_AlpacaEval/alpaca_eval_gpt4_leaderboard.csv"
     )
-    parser.add_argument("--seeds", type=int, default=5, help="simulated benchmarks (0: none)")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.seeds:
-        simulated_table(args.C, args.seeds)
-    files = sorted((DATA / "annotations").glob("*.json"))
-    if not files:
-        sys.exit(f"no annotations in {DATA / 'annotations'}")
-    by_model = group_by_model([load_annotation_file(f) for f in files])
-    published = published_lc()
+    with board.open(encoding="utf-8") as handle:
+        return {
+            row[""]: float(row["length_controlled_winrate"])
+            for row in csv.DictReader(handle)
+            if row["length_controlled_winrate"]
+        }
+
+
+def published_table(
+    title: str,
+    by_model: dict[str, list[PairwiseAnnotation]],
+    published: dict[str, float],
+    fixed_Cs: list[float],
+    show_values: bool = True,
+) -> float:
+    """Spearman/MAE of every candidate's LC against ``published``; the default's Spearman."""
     systems = [m for m in by_model if m in published]
-    print(f"{len(systems)} systems with published LC (a weak test): {', '.join(systems)}")
+    print(f"{title}: {len(systems)} systems with a published LC")
     default_rho = float("nan")
-    for label, difficulty in candidates(by_model, args.C):
+    for label, difficulty in candidates(by_model, fixed_Cs):
         ours = {
             m: length_controlled_winrate(by_model[m], difficulty).length_controlled_winrate
             for m in systems
@@ -155,9 +173,43 @@ def main() -> None:
             f"{label:52s} C {C:>7s}  Spearman {rho:.4f}  MAE {mae:.2f}  "
             f"mean(ours - published) {bias:+.2f}"
         )
-        print("    " + "  ".join(f"{m}: {ours[m]:.2f}/{published[m]:.2f}" for m in systems))
+        if show_values:
+            print("    " + "  ".join(f"{m}: {ours[m]:.2f}/{published[m]:.2f}" for m in systems))
         if label == DEFAULT:
             default_rho = rho
+    return default_rho
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--C", type=float, nargs="*", default=[float(c) for c in CS[3:7]], help="fixed L1 C"
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="simulated benchmarks (0: none)")
+    parser.add_argument(
+        "--ae1", action="store_true", help="also AlpacaEval 1's 39 GPT-4-judged systems"
+    )
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.seeds:
+        simulated_table(args.C, args.seeds)
+    files = sorted((DATA / "annotations").glob("*.json"))
+    if not files:
+        sys.exit(f"no annotations in {DATA / 'annotations'}")
+    by_model = group_by_model([load_annotation_file(f) for f in files])
+    default_rho = published_table(
+        "AlpacaEval 2.0 (GPT-4-turbo verdicts, a weak test)", by_model, published_lc(), args.C
+    )
+    if args.ae1:
+        ae1_files = sorted((DATA / "annotations_alpaca_eval_gpt4").glob("*.json"))
+        ae1 = group_by_model([load_annotation_file(f) for f in ae1_files])
+        published_table(
+            "AlpacaEval 1 (GPT-4 verdicts vs text_davinci_003; published LC computed unevenly)",
+            ae1,
+            published_ae1_lc(),
+            args.C,
+            show_values=False,
+        )
     print(f"ratio={default_rho:.4f}")
 
 
