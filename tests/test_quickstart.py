@@ -33,7 +33,7 @@ def test_judge_is_the_best_measured_offline_judge_not_a_length_baseline() -> Non
     choice = best_offline_judge()
     agreements = dict(choice.alternatives)
     assert choice.persona == "embedded_distilled" and choice.agreement == 0.668
-    assert agreements["embedded_gemma"] == 0.554 and agreements["longest"] == 0.674
+    assert agreements["embedded_gemma"] == 0.564 and agreements["longest"] == 0.674
     assert agreements["embedded_gemma"] < choice.agreement < agreements["longest"]
     assert choice.baselines == {"longest"}
     note = choice.note()
