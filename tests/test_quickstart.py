@@ -24,6 +24,9 @@ def test_bundled_quickstart_experiment_is_valid() -> None:
     assert {"sft", "best_of_n", "dpo", "ppo"} <= methods
     assert config.policy.name_or_path == "embedded"
     assert config.feedback.label_noise == 0.25
+    # Run with `simfarm run`, the file judges as `simfarm quickstart` does.
+    best = best_offline_judge().persona
+    assert config.feedback.annotator == config.evaluation.annotator == best
 
 
 def test_judge_is_the_best_measured_offline_judge_not_a_length_baseline() -> None:
