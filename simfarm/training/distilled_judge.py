@@ -622,26 +622,30 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             "by_source": figures_by_source(prob, p_second, len_1, len_2, systems, sources, balance),
         }
 
+    n_dense, width = len(DENSE_FEATURES), int(embedding.shape[1])
+
+    def write_head(target: Path, weights: np.ndarray, idf: np.ndarray) -> None:
+        """A head file the persona reads: the fit's weights over the unscaled features, the
+        content block folded through the embedding into one score per token."""
+        save_head(
+            target,
+            token_scores=fold_token_scores(embedding, weights[n_dense : n_dense + width]),
+            dense_weights=weights[:n_dense],
+            ngram_idf=idf,
+            ngram_weights=weights[n_dense + width :],
+            bias=0.0,
+            delta_len_std=delta_len_std,
+        )
+
     context.report("fitting the head", 0, 1)
     ngram_idf = idf_of(everything)
     features = matrix(everything, ngram_idf)
     fitted = fit_head(features, p_second, config.C, config.max_iter)
-    weights = fitted_weights(fitted)
-    n_dense, width = len(DENSE_FEATURES), int(embedding.shape[1])
-    token_scores = fold_token_scores(embedding, weights[n_dense : n_dense + width])
     context.report("fitting the head", 1, 1)
 
     path = context.out_dir / HEAD_FILE
     tmp = context.out_dir / "head.tmp.npz"
-    save_head(
-        tmp,
-        token_scores=token_scores,
-        dense_weights=weights[:n_dense],
-        ngram_idf=ngram_idf,
-        ngram_weights=weights[n_dense + width :],
-        bias=0.0,
-        delta_len_std=delta_len_std,
-    )
+    write_head(tmp, fitted_weights(fitted), ngram_idf)
     os.replace(tmp, path)
     # The folded head, scored through the persona's own code path, must be the fitted one.
     check = np.random.default_rng(0).choice(
@@ -662,19 +666,9 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             context.report(f"refitting without {system}", 0, 1)
             keep = np.flatnonzero(systems != system)
             idf = idf_of(keep)
-            refit = fitted_weights(
-                fit_head(matrix(keep, idf), p_second[keep], config.C, config.max_iter)
-            )
+            refit = fit_head(matrix(keep, idf), p_second[keep], config.C, config.max_iter)
             target = context.out_dir / "head.without.tmp.npz"
-            save_head(
-                target,
-                token_scores=fold_token_scores(embedding, refit[n_dense : n_dense + width]),
-                dense_weights=refit[:n_dense],
-                ngram_idf=idf,
-                ngram_weights=refit[n_dense + width :],
-                bias=0.0,
-                delta_len_std=delta_len_std,
-            )
+            write_head(target, fitted_weights(refit), idf)
             head = DistilledHead(target)
             target.unlink()
             return head
@@ -696,7 +690,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "bytes": path.stat().st_size,
         "embedding": f"{folder.name}/model.safetensors:{EMBEDDING_KEY}",
-        "vocabulary": int(token_scores.size),
+        "vocabulary": int(embedding.shape[0]),
         "delta_len_std": delta_len_std,
         "folded_vs_fitted_max_abs_diff": worst,
         "train_seconds": train_seconds,
