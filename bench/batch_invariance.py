@@ -28,7 +28,7 @@ from simfarm.annotation.pairwise import PairwiseJudge
 from simfarm.backends.embedded import EmbeddedBackend
 from simfarm.backends.transformers_local import LocalModelOptions
 from simfarm.evaluation.human_sets import find_human_set, load_human_set
-from simfarm.types import Completion, CompletionRequest
+from simfarm.types import Completion, CompletionRequest, RequestDraft
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -38,7 +38,9 @@ def judge_requests(n_pairs: int) -> list[CompletionRequest]:
     assert isinstance(persona, LoadedPersona)
     judge = PairwiseJudge(persona)
     human_set = load_human_set(find_human_set("pandalm"), data_root=DATA, limit=n_pairs)
-    return [p.request for pair in human_set.pairs for p in judge.plan(pair.item)]
+    drafts = [p.request for pair in human_set.pairs for p in judge.plan(pair.item)]
+    # The judge plans drafts (validated only when sent); the engine takes built requests.
+    return [d.build() if isinstance(d, RequestDraft) else d for d in drafts]
 
 
 def answer(backend: EmbeddedBackend, calls: list[list[CompletionRequest]]) -> list[Completion]:

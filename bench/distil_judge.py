@@ -96,7 +96,7 @@ class GemmaFeatures:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
         self.model.eval()
-        self.embedding = self.model.get_input_embeddings().weight.detach().float().numpy()
+        self.embedding = self.model.get_input_embeddings().weight.detach().float().numpy()  # type: ignore[operator]
         self.cache = cache
         self.max_tokens = max_tokens
         cache.mkdir(parents=True, exist_ok=True)

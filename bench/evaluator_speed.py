@@ -33,7 +33,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
@@ -42,12 +44,14 @@ from simfarm.evaluation.io import group_by_model, load_annotation_file
 from simfarm.evaluation.leaderboard import build_leaderboard
 from simfarm.testing.alpaca_eval_shim import provide_pkg_resources
 
+T = TypeVar("T")
+
 REPO = Path(__file__).resolve().parents[1]
 ANNOTATIONS = REPO.parent / "shared" / "data" / "alpaca_eval" / "annotations"
 ROUNDS = 5
 
 
-def _timed(fn) -> tuple[float, object]:
+def _timed(fn: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
@@ -80,7 +84,7 @@ def main() -> None:
     lookup = difficulty.lookup()
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "df_gamed.csv"
-        instructions = next(iter(frames.values()))["instruction"]  # type: ignore[union-attr]
+        instructions = next(iter(frames.values()))["instruction"]
         pd.DataFrame(
             {
                 "model": "none",
@@ -97,7 +101,7 @@ def main() -> None:
 
         def alpaca_eval_leaderboard() -> pd.DataFrame:
             rows = {}
-            for name, frame in frames.items():  # type: ignore[union-attr]
+            for name, frame in frames.items():
                 rows[name] = glm.get_length_controlled_winrate(
                     frame, save_weights_dir=None, glm_info=glm_info
                 )

@@ -46,7 +46,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from simfarm.evaluation.difficulty import InstructionDifficulty, JointVariant, estimate_difficulty
+from simfarm.evaluation.difficulty import (
+    DifficultyMethod,
+    InstructionDifficulty,
+    JointVariant,
+    estimate_difficulty,
+)
 from simfarm.evaluation.io import group_by_model, load_annotation_file
 from simfarm.evaluation.length_controlled import length_controlled_winrate
 from simfarm.evaluation.soft_logistic import CS
@@ -67,7 +72,7 @@ def candidates(
     by_model: dict[str, list[PairwiseAnnotation]], fixed_Cs: list[float]
 ) -> list[tuple[str, InstructionDifficulty]]:
     no_ties = JointVariant(reference_rows=False)
-    l2 = "notebook_joint_l2"
+    l2: DifficultyMethod = "notebook_joint_l2"
     rows: list[tuple[str, InstructionDifficulty]] = [
         (DEFAULT, estimate_difficulty(by_model, "notebook_joint")),
         ("notebook_joint CV, no reference ties", estimate_difficulty(by_model, variant=no_ties)),

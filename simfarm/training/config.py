@@ -349,6 +349,10 @@ def _input_paths(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Base
             yield key, model, name
         elif isinstance(value, BaseModel):
             yield from _input_paths(value, f"{key}.")
+        elif isinstance(value, list) and any(isinstance(item, BaseModel) for item in value):
+            for index, item in enumerate(value):  # e.g. data.test_leaderboard.boards
+                if isinstance(item, BaseModel):
+                    yield from _input_paths(item, f"{key}.{index}.")
         elif isinstance(model, InstructionSource) and name == "path":
             yield key, model, name
 

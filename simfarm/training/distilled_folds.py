@@ -44,9 +44,11 @@ def run_digest(config_digest: str, data_sha256: str) -> str:
 class FoldStore:
     """The held-out predictions of finished folds, in ``out_dir/folds/``."""
 
-    def __init__(self, out_dir: Path, digest: str) -> None:
+    def __init__(self, out_dir: Path, digest: str, with_board: bool = False) -> None:
         self.folder = Path(out_dir) / FOLDS_DIR
         self.digest = digest
+        self.with_board = with_board
+        """Folds also hold their predictions on ``data.test_leaderboard`` pairs."""
 
     def path(self, fold: int) -> Path:
         return self.folder / f"fold-{fold}.npz"
@@ -61,6 +63,8 @@ class FoldStore:
         try:
             with np.load(path) as saved:
                 digest, saved_test, prob = str(saved["digest"]), saved["test"], saved["prob"]
+                if self.with_board:
+                    saved["board_prob"]  # a fold saved without them is computed again
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return None  # unreadable: computed again and rewritten
         if digest != self.digest:
@@ -73,7 +77,27 @@ class FoldStore:
             return None
         return prob  # type: ignore[no-any-return]
 
-    def save(self, fold: int, test: np.ndarray, prob: np.ndarray) -> None:
+    def load_board(self, fold: int, board_index: np.ndarray) -> np.ndarray:
+        """The fold's saved predictions on the leaderboard pairs ``board_index`` (call only
+        after :meth:`load` returned predictions, so the file is this run's)."""
+        import numpy as np
+
+        with np.load(self.path(fold)) as saved:
+            if not np.array_equal(saved["board_index"], board_index):
+                raise ConfigError(
+                    f"{self.path(fold)}: its leaderboard pairs differ from this run's; "
+                    f"delete {self.folder} to start the held-out folds over"
+                )
+            return saved["board_prob"]  # type: ignore[no-any-return]
+
+    def save(
+        self,
+        fold: int,
+        test: np.ndarray,
+        prob: np.ndarray,
+        board_index: np.ndarray | None = None,
+        board_prob: np.ndarray | None = None,
+    ) -> None:
         """Keep a finished fold's predictions (atomically: temp file, fsync, rename)."""
         import numpy as np
 
@@ -81,7 +105,17 @@ class FoldStore:
         path = self.path(fold)
         tmp = path.with_name(f"{path.name}.tmp")
         with tmp.open("wb") as handle:
-            np.savez(handle, digest=np.array(self.digest), test=test, prob=prob)
+            if self.with_board:
+                np.savez(
+                    handle,
+                    digest=np.array(self.digest),
+                    test=test,
+                    prob=prob,
+                    board_index=np.asarray(board_index, dtype=np.int64),
+                    board_prob=np.asarray(board_prob, dtype=np.float64),
+                )
+            else:
+                np.savez(handle, digest=np.array(self.digest), test=test, prob=prob)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -49,6 +49,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from simfarm.training.config import LoraSpec, RecipeConfig, _Strict
+from simfarm.training.distilled_board import LeaderboardSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +73,12 @@ class DistilledJudgeData(_Strict):
     """Optional: annotations of systems to score after training (same readers, relative to
     the recipe file, soft labels): agreement, length-balanced agreement and Spearman of the
     systems' mean P against the judge's win rate go in ``result.json`` (``test_*``)."""
+    test_leaderboard: LeaderboardSpec | None = None
+    """Optional: a published leaderboard and the outputs of the systems it ranks. Each system
+    is paired with the board's reference and scored by a head that never trained on it (its
+    held-out fold's head if it is a training system, the shipped head otherwise); Spearman and
+    Kendall of the systems' mean P against the board go in ``result.json``
+    (``test_leaderboard_*``) and the manifest (:mod:`simfarm.training.distilled_board`)."""
     labels: Literal["decisive", "soft", "auto"] = "soft"
     """"soft": every judged pair, ``preference - 1`` as the probability that output 2 won
     (ties count half each way); "decisive": only verdicts that are exactly 1 or 2; "auto":
@@ -137,6 +144,16 @@ class DistilledJudgeConfig(RecipeConfig):
             paths = getattr(self.data, key)
             if paths is not None:
                 dumped["data"][key] = [self.portable_path(p) for p in paths]
+        board = self.data.test_leaderboard
+        if board is not None:
+            section = dumped["data"]["test_leaderboard"]
+            for entry, published in zip(section["boards"], board.boards, strict=True):
+                entry["path"] = self.portable_path(published.path)
+            section.update(
+                reference=self.portable_path(board.reference),
+                outputs=[self.portable_path(p) for p in board.outputs],
+                pair_outputs=[self.portable_path(p) for p in board.pair_outputs],
+            )
         return dumped
 
     def digest_text(self) -> str:
@@ -493,6 +510,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         length_spread,
     )
     from simfarm.errors import ConfigError, SimfarmError
+    from simfarm.training.distilled_board import SHIPPED, board_figures, read_board
     from simfarm.training.distilled_folds import FoldStore, run_digest
     from simfarm.training.distilled_unseen import (
         outputs_in_training,
@@ -511,12 +529,32 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     context.report("reading verdicts", 0, len(files))
     verdicts = read_verdicts(files, config.data.labels, config.data.on_bad_record)
     context.report("reading verdicts", len(files), len(files))
+    board = (
+        read_board(config.data.test_leaderboard, config.data.on_bad_record)
+        if config.data.test_leaderboard is not None
+        else None
+    )
+    trained_on_board = sorted(set(board.systems) & set(verdicts.systems)) if board else []
+    if trained_on_board and not config.heldout.enabled:
+        raise ConfigError(
+            f"data.test_leaderboard: {len(trained_on_board)} of its systems are training "
+            f"systems ({', '.join(trained_on_board[:3])}, ...), scored by the held-out folds' "
+            "heads; set heldout.enabled=true or leave test_leaderboard out"
+        )
     # Recorded now, so a killed run's manifest says which data its saved folds came from.
-    store = FoldStore(context.out_dir, run_digest(config_digest(config), verdicts.data_sha256))
+    data_digest = verdicts.data_sha256 + (f"+{board.sha256}" if board else "")
+    store = FoldStore(
+        context.out_dir, run_digest(config_digest(config), data_digest), board is not None
+    )
     context.manifest_extra.setdefault("data", {})["annotations"] = {
         "sha256": verdicts.data_sha256,
         "files": portable_files(config, verdicts),
     }
+    if board is not None:
+        context.manifest_extra["data"]["test_leaderboard"] = {
+            "sha256": board.sha256,
+            "files": [{**f, "path": config.portable_path(f["path"])} for f in board.files],
+        }
     context.record("run_digest", store.digest)
     context.write_manifest()
     triples = [(v.prompt, v.output_1, v.output_2) for v in verdicts.verdicts]
@@ -550,23 +588,42 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             context.report("featurising pairs", index, len(pairs))
     context.report("featurising pairs", len(pairs), len(pairs))
     dense = np.array(rows)
+    board_pairs = list(zip(board.references, board.outputs, strict=True)) if board else []
+    board_dense = np.zeros((0, dense.shape[1]))
+    if board:
+        context.report("featurising leaderboard pairs", 0, len(board_pairs))
+        board_dense = np.array(
+            [
+                featurizer.dense_and_content(prompt, *pair)
+                for prompt, pair in zip(board.prompts, board_pairs, strict=True)
+            ]
+        )
+        context.report("featurising leaderboard pairs", len(board_pairs), len(board_pairs))
     del rows, featurizer
     # The n-gram block: counts of each distinct output once; tf-idf with the idf of the
     # texts a fit trains on (refitted per held-out fold, so held-out texts stay unseen).
-    texts = sorted({text for pair in pairs for text in pair})
+    texts = sorted({text for pair in pairs + board_pairs for text in pair})
     position = {text: i for i, text in enumerate(texts)}
     first = np.array([position[a] for a, _ in pairs], dtype=np.int64)
     second = np.array([position[b] for _, b in pairs], dtype=np.int64)
+    board_first = np.array([position[a] for a, _ in board_pairs], dtype=np.int64)
+    board_second = np.array([position[b] for _, b in board_pairs], dtype=np.int64)
+    board_systems = np.array(board.systems if board else [])
+    board_prob = np.full(len(board_pairs), np.nan)
+    scored_by: dict[str, str] = {}
     encoder = NgramEncoder()
     counts = encoder.counts(texts)
 
     def idf_of(subset: np.ndarray) -> np.ndarray:
         return encoder.fit_idf(counts[np.unique(np.concatenate([first[subset], second[subset]]))])
 
-    def matrix(subset: np.ndarray, idf: np.ndarray) -> Any:
+    def matrix(subset: np.ndarray, idf: np.ndarray, of_board: bool = False) -> Any:
         tfidf = encoder.tfidf(counts, idf)
-        ngrams = tfidf[second[subset]] - tfidf[first[subset]]
-        return sparse.hstack([sparse.csr_matrix(dense[subset]), ngrams]).tocsr()
+        one, two, rows = (
+            (board_first, board_second, board_dense) if of_board else (first, second, dense)
+        )
+        ngrams = tfidf[two[subset]] - tfidf[one[subset]]
+        return sparse.hstack([sparse.csr_matrix(rows[subset]), ngrams]).tocsr()
 
     everything = np.arange(len(pairs))
     len_1 = np.array([len(a) for a, _ in pairs], dtype=float)
@@ -581,16 +638,22 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             attempts.append({"heldout_folds_reused": reused, "of": len(splits)})
         for fold, (train, test) in enumerate(splits):
             context.report("held-out folds", fold, len(splits))
+            on_board = np.flatnonzero(np.isin(board_systems, systems[test]))
+            for name in set(board_systems[on_board].tolist()):
+                scored_by[name] = f"held-out fold {fold}"
             kept = saved[fold] if fold < reused else None
             if kept is not None:
                 prob[test] = kept
+                board_prob[on_board] = store.load_board(fold, on_board)
                 if fold in logged:
                     continue
             else:
                 idf = idf_of(train)
                 fitted = fit_head(matrix(train, idf), p_second[train], config.C, config.max_iter)
                 prob[test] = predict(fitted, matrix(test, idf))
-                store.save(fold, test, prob[test])
+                if len(on_board):
+                    board_prob[on_board] = predict(fitted, matrix(on_board, idf, of_board=True))
+                store.save(fold, test, prob[test], on_board, board_prob[on_board])
             figures = agreement_figures(
                 prob[test],
                 p_second[test],
@@ -654,6 +717,14 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     folded = DistilledHead(path)
     ours = np.array([folded.probability(tokenizer, *triples[i]) for i in check])
     worst = float(np.max(np.abs(predict(fitted, features[check]) - ours)))
+    board_result: dict[str, Any] | None = None
+    if board is not None:
+        unseen = np.flatnonzero(np.isnan(board_prob))
+        for name in set(board_systems[unseen].tolist()):
+            scored_by[name] = SHIPPED
+        if len(unseen):
+            board_prob[unseen] = predict(fitted, matrix(unseen, ngram_idf, of_board=True))
+        board_result = board_figures(board_prob, board, scored_by)
     train_seconds = round(time.perf_counter() - started, 1)
     test_result: dict[str, Any] | None = None
     if test_files and worst <= config.check_tolerance:
@@ -696,6 +767,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         "train_seconds": train_seconds,
     }
     _record_manifest(config, context, verdicts, head, heldout, test_result)
+    context.record("test_leaderboard", board_result)
     context.write_manifest()
     if worst > config.check_tolerance:
         path.unlink()
@@ -733,5 +805,12 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
                     metrics[f"{key}_{who}_{name}"] = figures[who][name]
             for name in ("n_decisive", "n_balanced", "n_systems"):
                 metrics[f"{key}_{name}"] = float(figures["distilled"][name])
+    if board_result is not None:
+        for board_name, figures in board_result["boards"].items():
+            key = f"test_leaderboard_{board_name}"
+            for who in ("distilled", "longest"):
+                for name in ("spearman", "kendall"):
+                    metrics[f"{key}_{who}_{name}"] = figures[who][name]
+            metrics[f"{key}_n_systems"] = float(figures["n_systems"])
     finite = {key: value for key, value in metrics.items() if np.isfinite(value)}
     return RecipeOutcome(final_metrics=finite, checkpoint=path, resumed=reused > 0)

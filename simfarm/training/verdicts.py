@@ -80,8 +80,11 @@ class Verdicts:
         return sorted({v.generator_2 for v in self.verdicts})
 
 
-def annotation_files(source: Path | Sequence[Path]) -> list[Path]:
-    """The files to read: a folder's annotation files (sorted by name), or the files given."""
+def annotation_files(
+    source: Path | Sequence[Path], key: str = "data.annotations", what: str = "annotation files"
+) -> list[Path]:
+    """The files to read: a folder's data files (sorted by name), or the files given; ``key``
+    names the config field in errors."""
     sources = [Path(source)] if isinstance(source, str | Path) else [Path(s) for s in source]
     files: list[Path] = []
     for path in sources:
@@ -91,14 +94,13 @@ def annotation_files(source: Path | Sequence[Path]) -> list[Path]:
             )
             if not found:
                 raise ConfigError(
-                    f"{path}: data.annotations: no annotation files "
-                    f"({', '.join(ANNOTATION_SUFFIXES)}) in this folder"
+                    f"{path}: {key}: no {what} ({', '.join(ANNOTATION_SUFFIXES)}) in this folder"
                 )
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            raise ConfigError(f"data.annotations: not found: {path}")
+            raise ConfigError(f"{key}: not found: {path}")
     return files
 
 

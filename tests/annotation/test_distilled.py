@@ -69,6 +69,24 @@ def test_alpaca_eval2_head_matches_its_manifest_and_persona() -> None:
     assert load_head("embedded_distilled_alpaca_eval2").features == FEATURE_NAMES
 
 
+@pytest.mark.parametrize("head", ["embedded_distilled", "embedded_distilled_alpaca_eval2"])
+def test_shipped_leaderboard_figures_come_from_heads_that_never_saw_the_system(head: str) -> None:
+    """Each shipped manifest ranks 40 systems against the published AlpacaEval 2.0 board and
+    Chatbot Arena; every one of its training systems on the board was scored by its held-out
+    fold's head, never by the shipped head; the persona quotes the figures."""
+    manifest = json.loads(Path(str(HEADS / f"{head}.json")).read_text())
+    board = manifest["test_leaderboard"]
+    trained = set(manifest["training_data"]["systems"])
+    for name, figures in board["systems"].items():
+        assert (figures["scored_by"] == "shipped head") == (name not in trained), name
+    ae2, arena = board["boards"]["alpaca_eval_2"], board["boards"]["chatbot_arena"]
+    assert ae2["n_systems"] == 40 and arena["n_systems"] == 13
+    assert ae2["distilled"]["spearman"] > ae2["longest"]["spearman"]
+    persona = (bundled_data_dir("annotators") / f"{head}.yaml").read_text(encoding="utf-8")
+    assert f"Spearman {ae2['distilled']['spearman']:.3f}" in persona
+    assert f"{arena['distilled']['spearman']:.3f}" in persona
+
+
 def test_persona_declares_its_measured_agreement() -> None:
     loaded = load_annotator("embedded_distilled")
     assert "distil" in loaded.spec.id

@@ -99,7 +99,21 @@ def test_a_killed_run_resumes_from_its_finished_folds(tmp_path: Path) -> None:
     again: the saved folds are not refitted (same bytes, same mtime), no fold is logged twice,
     and result.json's figures are the uninterrupted run's."""
     _tiny_data(tmp_path)
-    recipe = _recipe(tmp_path, C=1000.0, max_iter=5000, heldout={"folds": 4})
+    alpaca = SHARED_DATA / "alpaca_eval"
+    board = {  # each fold also saves its predictions on these systems' board pairs
+        "boards": [
+            {"name": "ae2", "path": str(alpaca / "leaderboard_weighted_alpaca_eval_gpt4_turbo.csv")}
+        ],
+        "reference": str(alpaca / "model_outputs" / "gpt4_1106_preview.json"),
+        "pair_outputs": "../data",
+    }
+    recipe = _recipe(
+        tmp_path,
+        data={"annotations": "../data", "test_leaderboard": board},
+        C=1000.0,
+        max_iter=5000,
+        heldout={"folds": 4},
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
     def command(out: Path) -> list[str]:
@@ -144,6 +158,7 @@ def test_a_killed_run_resumes_from_its_finished_folds(tmp_path: Path) -> None:
     timing = ("train_seconds",)
     figures = {k: v for k, v in result["final_metrics"].items() if k not in timing}
     assert figures == {k: v for k, v in expected["final_metrics"].items() if k not in timing}
+    assert figures["test_leaderboard_ae2_n_systems"] == len(SYSTEMS)
     assert (killed / "head.npz").read_bytes() == (whole / "head.npz").read_bytes()
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["attempts"] == [{"heldout_folds_reused": len(saved), "of": 4}]
@@ -199,7 +214,8 @@ def test_shipped_manifests_record_portable_paths(head: str, recipe: str) -> None
     assert manifest["config"] == config.manifest_config()
     assert manifest["config_digest"] == config_digest(config)
     data = manifest["data"]["annotations"]
-    assert manifest["run_digest"] == run_digest(config_digest(config), data["sha256"])
+    board = manifest["data"]["test_leaderboard"]["sha256"]
+    assert manifest["run_digest"] == run_digest(config_digest(config), f"{data['sha256']}+{board}")
     for entry in data["files"]:
         assert entry["path"].startswith("../../shared/data/alpaca_eval/")
         assert len(entry["sha256"]) == 64
