@@ -80,7 +80,8 @@ def _summary(result: RecipeResult, method: str) -> Table:
         table.add_row(
             "judge",
             f"{usage.requests} requests, {usage.cache_hits} cache hits, "
-            f"${usage.cost_usd:.4f} ({usage.annotations} verdicts)",
+            f"${usage.cost_usd:.4f} this run, ${usage.cost_usd_total:.4f} in all "
+            f"({usage.annotations} verdicts)",
         )
     for key, value in sorted(result.final_metrics.items()):
         table.add_row(escape(key), num(value, 4))

@@ -201,6 +201,7 @@ def _total_usage(*parts: JudgeUsage | None) -> JudgeUsage | None:
         requests=sum(p.requests for p in present),
         cache_hits=sum(p.cache_hits for p in present),
         cost_usd=sum(p.cost_usd for p in present),
+        cost_usd_total=sum(p.cost_usd_total for p in present),
     )
 
 

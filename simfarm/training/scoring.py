@@ -65,6 +65,11 @@ class JudgeUsage(BaseModel):
     """Model requests sent (retries included; 0 when everything came from the cache)."""
     cache_hits: int = 0
     cost_usd: float = 0.0
+    """Spent by this run (an answer from the cache costs nothing now)."""
+    cost_usd_total: float = 0.0
+    """What these verdicts cost when they were first paid for, by this run or an earlier one
+    (the cache keeps each answer's cost): a run killed and resumed reports its whole judge
+    bill here, where ``cost_usd`` has only the resumed run's share."""
 
     def add(self, summary: Any) -> None:
         """Count one annotation run (its ``AnnotationSummary``)."""
@@ -72,6 +77,7 @@ class JudgeUsage(BaseModel):
         self.requests += int(summary.requests_sent)
         self.cache_hits += int(summary.cache_hits)
         self.cost_usd += float(summary.cost_usd)
+        self.cost_usd_total += float(summary.cost_usd_total)
 
 
 @dataclass

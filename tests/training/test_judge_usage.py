@@ -78,6 +78,9 @@ def test_best_of_n_and_ppo_count_their_judge_requests(
     assert again.judge_usage.requests == 0
     assert again.judge_usage.cache_hits == 8
     assert again.judge_usage.cost_usd == 0.0
+    # What the cached verdicts cost when the first run paid for them is still reported.
+    assert first.judge_usage.cost_usd_total == pytest.approx(first.judge_usage.cost_usd)
+    assert again.judge_usage.cost_usd_total == pytest.approx(first.judge_usage.cost_usd)
     assert trained.judge_usage is not None
     assert trained.judge_usage.annotations == 4
     assert trained.judge_usage.requests + trained.judge_usage.cache_hits >= 4
@@ -131,6 +134,9 @@ def test_simfarm_train_shows_the_judge_usage(tmp_path: Path) -> None:
         console.print(_summary(result, "ppo"))
         return console.export_text()
 
-    usage = JudgeUsage(annotations=40, requests=31, cache_hits=9, cost_usd=0.125)
-    assert "31 requests, 9 cache hits, $0.1250 (40 verdicts)" in shown(usage)
+    usage = JudgeUsage(
+        annotations=40, requests=31, cache_hits=9, cost_usd=0.125, cost_usd_total=0.5
+    )
+    said = "31 requests, 9 cache hits, $0.1250 this run, $0.5000 in all (40 verdicts)"
+    assert said in shown(usage)
     assert "judge" not in shown(None)
