@@ -1,14 +1,15 @@
-"""Ranking systems the head never saw against a published leaderboard (``data.test_leaderboard``).
+"""Ranking systems the head never saw against published rankings (``data.test_leaderboard``).
 
 Test annotations measure a head on a judge's pairs, but a handful of systems (the 7 that
-GPT-4-turbo judged in ``../shared/data/alpaca_eval/annotations``) give a Spearman that one swap
-moves by 0.04-0.07. A published leaderboard ranks many more systems, and their outputs are
-often at hand: the AlpacaEval 2.0 board ranks 37 of the 39 systems whose outputs sit in the
-GPT-4 annotation pool. So each board system with outputs is paired with the board's reference
-(``output_1``, as alpaca_eval pairs them), scored by a head that never trained on its pairs (its
-held-out fold's head when it is a training system, the shipped head otherwise), and the
-systems' mean P(output 2 wins) is correlated with the board's column (Spearman and Kendall),
-beside ``longest`` on the same pairs.
+GPT-4-turbo judged in ``../shared/data/alpaca_eval/annotations``) make a weak ranking test: one
+adjacent swap costs 0.036 of Spearman. Published rankings cover many more systems, and their
+outputs are often at hand: the AlpacaEval 2.0 board ranks 37 of the 39 systems whose outputs
+sit in the GPT-4 annotation pool. So each system with outputs is paired with one reference
+(``output_1``, as alpaca_eval pairs them) and scored by a head that never trained on its pairs
+(its held-out fold's head when it is a training system, the shipped head otherwise), and the
+systems' mean P(output 2 wins) is correlated with each board's column: Spearman and Kendall
+with bootstrap intervals over systems, as ``simfarm correlate`` gives them, beside
+``longest`` on the same pairs.
 
 Measured this way (5-fold by system, 40 systems against the published GPT-4-turbo win rates),
 the GPT-4-only head ranks at Spearman 0.65, where the 7-system test gave 0.857: the small test
@@ -31,9 +32,12 @@ from pydantic import Field, field_validator
 from simfarm.training.config import _Strict
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
 
     from simfarm.record_checks import BadRecordPolicy
+    from simfarm.training.verdicts import Verdict
 
 
 SHIPPED = "shipped head"
@@ -213,12 +217,29 @@ def read_board(spec: LeaderboardSpec, policy: BadRecordPolicy) -> BoardPairs:
     return board
 
 
-def board_figures(prob: np.ndarray, board: BoardPairs, scored_by: dict[str, str]) -> dict[str, Any]:
+def outputs_seen(board: BoardPairs, training: Sequence[Verdict]) -> dict[str, int]:
+    """Per board system, how many of its distinct outputs appear word for word in training
+    pairs of *other* systems (as a pool's reference, or a short answer several systems give
+    alike): reported, not removed, as for test annotations."""
+    in_pairs: dict[str, set[str]] = {}
+    for verdict in training:
+        for text in (verdict.output_1, verdict.output_2):
+            in_pairs.setdefault(text, set()).add(verdict.generator_2)
+    seen: dict[str, set[str]] = {}
+    for system, text in zip(board.systems, board.outputs, strict=True):
+        if text.strip() and in_pairs.get(text, set()) - {system}:
+            seen.setdefault(system, set()).add(text)
+    return {system: len(texts) for system, texts in sorted(seen.items())}
+
+
+def board_figures(
+    prob: np.ndarray, board: BoardPairs, scored_by: dict[str, str], training: Sequence[Verdict]
+) -> dict[str, Any]:
     """Per board, Spearman and Kendall of the systems' mean P (and of ``longest``'s) against
     it, over all its systems and over those held out by fold; and each system's figures."""
     import numpy as np
-    from scipy.stats import kendalltau, spearmanr
 
+    from simfarm.evaluation.correlation import rank_correlation
     from simfarm.training.distilled_judge import longest_probability
 
     systems = np.array(board.systems)
@@ -241,12 +262,19 @@ def board_figures(prob: np.ndarray, board: BoardPairs, scored_by: dict[str, str]
             },
         }
 
-    def correlations(names: list[str], who: str, values: dict[str, float]) -> dict[str, float]:
-        ours = [per_system[name][who] for name in names]
-        truth = [values[name] for name in names]
+    def correlations(names: list[str], who: str, values: dict[str, float]) -> dict[str, Any]:
+        """``simfarm correlate``'s figures: Spearman and Kendall with bootstrap intervals
+        over systems (how much the figure depends on which systems are on the board)."""
+        result = rank_correlation(
+            {name: per_system[name][who] for name in names},
+            {name: values[name] for name in names},
+        )
         return {
-            "spearman": float(spearmanr(ours, truth).statistic),
-            "kendall": float(kendalltau(ours, truth).statistic),
+            "spearman": result.spearman,
+            "kendall": result.kendall,
+            "spearman_ci": list(result.spearman_ci),
+            "kendall_ci": list(result.kendall_ci),
+            "notes": result.notes,
         }
 
     boards: dict[str, Any] = {}
@@ -270,5 +298,6 @@ def board_figures(prob: np.ndarray, board: BoardPairs, scored_by: dict[str, str]
         "boards": boards,
         "not_on_board": board.not_on_board,
         "unpaired": board.unpaired,
+        "outputs_in_training": outputs_seen(board, training),
         "systems": per_system,
     }

@@ -724,7 +724,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             scored_by[name] = SHIPPED
         if len(unseen):
             board_prob[unseen] = predict(fitted, matrix(unseen, ngram_idf, of_board=True))
-        board_result = board_figures(board_prob, board, scored_by)
+        board_result = board_figures(board_prob, board, scored_by, verdicts.verdicts)
     train_seconds = round(time.perf_counter() - started, 1)
     test_result: dict[str, Any] | None = None
     if test_files and worst <= config.check_tolerance:

@@ -17,11 +17,14 @@ from typer.testing import CliRunner
 from simfarm.cli import app
 from simfarm.errors import ConfigError
 from simfarm.training.distilled_board import (
+    BoardPairs,
     LeaderboardSpec,
     PublishedBoard,
+    outputs_seen,
     read_board,
     read_published,
 )
+from simfarm.training.verdicts import Verdict
 from tests.conftest import SHARED_DATA
 
 ALPACA = SHARED_DATA / "alpaca_eval"
@@ -178,3 +181,55 @@ def test_a_training_systems_board_score_never_saw_its_own_verdicts(tmp_path: Pat
     assert flipped["cohere"]["distilled"] == systems["cohere"]["distilled"]
     # The shipped head did see cohere's (now reversed) verdicts, so vicuna's score moves.
     assert flipped["vicuna-7b-v1.5"]["distilled"] != systems["vicuna-7b-v1.5"]["distilled"]
+
+
+def test_outputs_a_system_shares_with_other_systems_training_pairs_are_counted() -> None:
+    """A board system's output found in another system's training pair (as its reference or
+    its answer) is counted once per distinct text; its own pairs and empty outputs are not."""
+    board = BoardPairs(
+        systems=["a", "a", "a", "b", "b"],
+        outputs=["Yes.", "Yes.", "long a", "b own", ""],
+    )
+    training = [
+        Verdict(output_1="Yes.", output_2="x", generator_2="c", p_second=1.0),
+        Verdict(output_1="r", output_2="long a", generator_2="a", p_second=0.0),
+        Verdict(output_1="b own", output_2="", generator_2="b", p_second=1.0),
+        Verdict(output_1="", output_2="z", generator_2="c", p_second=1.0),
+    ]
+    assert outputs_seen(board, training) == {"a": 1}
+
+
+@needs_data
+def test_training_systems_on_the_board_need_the_heldout_folds(tmp_path: Path) -> None:
+    """With heldout disabled, a training system on the board has no head that never saw it:
+    refused before anything loads, naming the setting."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for system in SYSTEMS[:2]:
+        records = json.loads((GPT4 / f"{system}.json").read_text(encoding="utf-8"))[:5]
+        (data / f"{system}.json").write_text(json.dumps(records))
+    board = tmp_path / "board.csv"
+    board.write_text(",win_rate\nalpaca-7b,1\nclaude-2,2\nvicuna-7b-v1.5,3\n")
+    vicuna = json.loads((ALPACA / "model_outputs" / "vicuna-7b-v1.5.json").read_text())[:5]
+    (tmp_path / "vicuna.json").write_text(json.dumps(vicuna))
+    recipe = tmp_path / "judge.yaml"
+    body = {
+        "method": "distilled_judge",
+        "data": {
+            "annotations": "data",
+            "test_leaderboard": {
+                "boards": [{"name": "b", "path": "board.csv"}],
+                "reference": str(REFERENCE),
+                "outputs": "vicuna.json",
+                "pair_outputs": "data",
+            },
+        },
+        "heldout": {"enabled": False},
+    }
+    recipe.write_text(yaml.safe_dump(body))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "data.test_leaderboard: 2 of its systems are training systems" in said
+    assert "set heldout.enabled=true" in said
