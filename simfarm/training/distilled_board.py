@@ -233,10 +233,17 @@ def outputs_seen(board: BoardPairs, training: Sequence[Verdict]) -> dict[str, in
 
 
 def board_figures(
-    prob: np.ndarray, board: BoardPairs, scored_by: dict[str, str], training: Sequence[Verdict]
+    prob: np.ndarray,
+    board: BoardPairs,
+    scored_by: dict[str, str],
+    training: Sequence[Verdict],
+    similarity: np.ndarray,
 ) -> dict[str, Any]:
-    """Per board, Spearman and Kendall of the systems' mean P (and of ``longest``'s) against
-    it, over all its systems and over those held out by fold; and each system's figures."""
+    """Per board, Spearman and Kendall of the systems' mean P against it, over all its
+    systems and over those held out by fold, beside two baselines that judge nothing:
+    ``longest`` and ``reference_similarity`` (each system's mean ``similarity`` of its output
+    to the reference's: on a board whose judge wrote the reference, as GPT-4-turbo wrote
+    AlpacaEval 2.0's, looking like the reference is rewarded); and each system's figures."""
     import numpy as np
 
     from simfarm.evaluation.correlation import rank_correlation
@@ -252,6 +259,7 @@ def board_figures(
         per_system[name] = {
             "distilled": float(prob[mask].mean()),
             "longest": float(longest[mask].mean()),
+            "reference_similarity": float(similarity[mask].mean()),
             "n_pairs": int(mask.sum()),
             "mean_length": float(len_2[mask].mean()),
             "scored_by": scored_by[name],
@@ -285,6 +293,7 @@ def board_figures(
             "n_systems": len(names),
             "distilled": correlations(names, "distilled", values),
             "longest": correlations(names, "longest", values),
+            "reference_similarity": correlations(names, "reference_similarity", values),
             "n_held_out_by_fold": len(held_out),
             "distilled_held_out_by_fold": (
                 correlations(held_out, "distilled", values) if len(held_out) > 2 else None

@@ -724,7 +724,11 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             scored_by[name] = SHIPPED
         if len(unseen):
             board_prob[unseen] = predict(fitted, matrix(unseen, ngram_idf, of_board=True))
-        board_result = board_figures(board_prob, board, scored_by, verdicts.verdicts)
+        # A baseline beside `longest`: how much each output looks like the reference's
+        # (cosine of their word 1-2-gram tf-idf, the shipped head's idf).
+        tfidf = encoder.tfidf(counts, ngram_idf)
+        similarity = np.asarray(tfidf[board_first].multiply(tfidf[board_second]).sum(1)).ravel()
+        board_result = board_figures(board_prob, board, scored_by, verdicts.verdicts, similarity)
     train_seconds = round(time.perf_counter() - started, 1)
     test_result: dict[str, Any] | None = None
     if test_files and worst <= config.check_tolerance:
@@ -808,7 +812,7 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     if board_result is not None:
         for board_name, figures in board_result["boards"].items():
             key = f"test_leaderboard_{board_name}"
-            for who in ("distilled", "longest"):
+            for who in ("distilled", "longest", "reference_similarity"):
                 for name in ("spearman", "kendall"):
                     metrics[f"{key}_{who}_{name}"] = figures[who][name]
             metrics[f"{key}_n_systems"] = float(figures["n_systems"])

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -20,6 +21,7 @@ from simfarm.training.distilled_board import (
     BoardPairs,
     LeaderboardSpec,
     PublishedBoard,
+    board_figures,
     outputs_seen,
     read_board,
     read_published,
@@ -233,3 +235,40 @@ def test_training_systems_on_the_board_need_the_heldout_folds(tmp_path: Path) ->
     said = " ".join(result.output.split())
     assert "data.test_leaderboard: 2 of its systems are training systems" in said
     assert "set heldout.enabled=true" in said
+
+
+def test_board_figures_rank_each_scorer_against_each_board() -> None:
+    """Two pairs per system: the head's mean P ranks the judge's board backwards, the
+    reference similarity ranks it exactly, `longest` by length; a second board that rates
+    three of the systems is ranked over those three; the shipped head's system is left out of
+    the held-out-by-fold figures."""
+    systems = ["s1", "s1", "s2", "s2", "s3", "s3", "s4", "s4"]
+    board = BoardPairs(
+        prompts=["p"] * 8,
+        references=["r" * 10] * 8,
+        outputs=["x" * n for n in (1, 2, 30, 30, 5, 5, 40, 40)],
+        systems=systems,
+        published={
+            "judge": {"s1": 1.0, "s2": 2.0, "s3": 3.0, "s4": 4.0},
+            "humans": {"s1": 10.0, "s3": 30.0, "s4": 20.0},
+        },
+        no_value={"judge": [], "humans": ["s2"]},
+        reference_generator="ref",
+    )
+    prob = np.array([0.9, 0.9, 0.7, 0.7, 0.5, 0.5, 0.1, 0.3])
+    similarity = np.array([0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 0.4])
+    scored_by = {"s1": "held-out fold 0", "s2": "held-out fold 1", "s3": "held-out fold 0"}
+    figures = board_figures(prob, board, {**scored_by, "s4": "shipped head"}, [], similarity)
+    assert figures["systems"]["s4"]["distilled"] == pytest.approx(0.2)
+    assert figures["systems"]["s2"]["reference_similarity"] == pytest.approx(0.2)
+    assert figures["systems"]["s3"]["published"] == {"judge": 3.0, "humans": 30.0}
+    judge, humans = figures["boards"]["judge"], figures["boards"]["humans"]
+    assert judge["distilled"]["spearman"] == pytest.approx(-1.0)
+    assert judge["reference_similarity"]["spearman"] == pytest.approx(1.0)
+    # s1 and s3 never longer than the reference, s2 and s4 always: two tied pairs.
+    assert judge["longest"]["spearman"] == pytest.approx(0.4472135955)
+    assert judge["n_held_out_by_fold"] == 3
+    assert judge["distilled_held_out_by_fold"]["spearman"] == pytest.approx(-1.0)
+    assert humans["n_systems"] == 3 and humans["no_value"] == ["s2"]
+    assert humans["reference_similarity"]["spearman"] == pytest.approx(0.5)
+    assert humans["distilled_held_out_by_fold"] is None  # 2 held-out systems: no figure
