@@ -107,25 +107,29 @@ class BoardPairs:
 
 def read_published(path: Path, column: str) -> tuple[dict[str, float], list[str]]:
     """The board's ``column`` per system, and the systems whose cell is empty; a missing
-    column or text that is not a number is refused, naming the row."""
+    column or text that is not a number is refused, naming the row. The column is matched as
+    ``simfarm correlate`` matches it (whitespace and case aside: ``Arena Elo [Feb 2, 2024]``
+    finds the Arena file's two-line header)."""
     import math
 
     import pandas as pd
 
     from simfarm.errors import ConfigError
+    from simfarm.evaluation.correlation import pick_column
 
     try:
         # Only an empty cell is missing: "n/a" or "-" is text where a number belongs.
-        frame = pd.read_csv(
-            path, index_col=0, dtype={column: object}, keep_default_na=False, na_values=[""]
-        )
+        frame = pd.read_csv(path, index_col=0, dtype=object, keep_default_na=False, na_values=[""])
     except (OSError, ValueError) as error:
         raise ConfigError(f"{path}: data.test_leaderboard.boards: {error}") from error
-    if column not in frame.columns:
+    names = [str(c) for c in frame.columns]
+    try:
+        column = pick_column(names, column, column, path)
+    except ConfigError:
         raise ConfigError(
             f"{path}: data.test_leaderboard.boards: no column {column!r} "
-            f"(columns: {', '.join(repr(str(c)) for c in frame.columns)})"
-        )
+            f"(columns: {', '.join(repr(name) for name in names)})"
+        ) from None
     published: dict[str, float] = {}
     empty: list[str] = []
     for row, (name, value) in enumerate(frame[column].items()):

@@ -59,6 +59,9 @@ def test_a_board_without_the_column_or_with_text_for_a_number_is_refused(tmp_pat
     board.write_text(",win_rate,avg_length\nsys_a,10.5,100\nsys_b,,200\n,,\n")
     assert read_published(board, "win_rate") == ({"sys_a": 10.5}, ["sys_b"])
     assert read_published(board, "avg_length") == ({"sys_a": 100.0, "sys_b": 200.0}, [])
+    # Whitespace and case aside, as `simfarm correlate` matches a column (Arena's header).
+    board.write_text(',"Arena Elo\n[Feb 2, 2024]"\nsys_a,1100\n')
+    assert read_published(board, "arena elo [Feb 2, 2024]") == ({"sys_a": 1100.0}, [])
 
 
 def test_board_pairs_each_ranked_system_with_the_reference(tmp_path: Path) -> None:
