@@ -221,21 +221,6 @@ def read_board(spec: LeaderboardSpec, policy: BadRecordPolicy) -> BoardPairs:
     return board
 
 
-def outputs_seen(board: BoardPairs, training: Sequence[Verdict]) -> dict[str, int]:
-    """Per board system, how many of its distinct outputs appear word for word in training
-    pairs of *other* systems (as a pool's reference, or a short answer several systems give
-    alike): reported, not removed, as for test annotations."""
-    in_pairs: dict[str, set[str]] = {}
-    for verdict in training:
-        for text in (verdict.output_1, verdict.output_2):
-            in_pairs.setdefault(text, set()).add(verdict.generator_2)
-    seen: dict[str, set[str]] = {}
-    for system, text in zip(board.systems, board.outputs, strict=True):
-        if text.strip() and in_pairs.get(text, set()) - {system}:
-            seen.setdefault(system, set()).add(text)
-    return {system: len(texts) for system, texts in sorted(seen.items())}
-
-
 def board_figures(
     prob: np.ndarray,
     board: BoardPairs,
@@ -252,6 +237,7 @@ def board_figures(
 
     from simfarm.evaluation.correlation import rank_correlation
     from simfarm.training.distilled_judge import longest_probability
+    from simfarm.training.distilled_unseen import shared_outputs
 
     systems = np.array(board.systems)
     len_1 = np.array([len(text) for text in board.references], dtype=float)
@@ -311,6 +297,9 @@ def board_figures(
         "boards": boards,
         "not_on_board": board.not_on_board,
         "unpaired": board.unpaired,
-        "outputs_in_training": outputs_seen(board, training),
+        # Reported, not removed, as for test annotations.
+        "outputs_in_training": shared_outputs(
+            zip(board.systems, board.outputs, strict=True), training
+        ),
         "systems": per_system,
     }

@@ -19,7 +19,7 @@ outputs found are counted (``outputs_in_training``), not removed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -40,25 +40,25 @@ def overlapping_systems(test: Sequence[Verdict], training_systems: Sequence[str]
 
 
 def outputs_in_training(test: Sequence[Verdict], training: Sequence[Verdict]) -> dict[str, int]:
-    """Per test system, how many of its distinct non-empty outputs appear word for word in
-    training pairs of *other* systems (as a pool's reference, or a short answer several
-    systems give alike); systems with none are left out."""
-    outputs: dict[str, set[str]] = {}
-    for verdict in test:
-        if verdict.output_2.strip():
-            outputs.setdefault(verdict.generator_2, set()).add(verdict.output_2)
-    counts: dict[str, int] = {}
-    for system, texts in outputs.items():
-        found = {
-            text
-            for v in training
-            if v.generator_2 != system
-            for text in (v.output_1, v.output_2)
-            if text in texts
-        }
-        if found:
-            counts[system] = len(found)
-    return counts
+    """:func:`shared_outputs` of the test systems' outputs (``output_2``)."""
+    return shared_outputs(((v.generator_2, v.output_2) for v in test), training)
+
+
+def shared_outputs(
+    outputs: Iterable[tuple[str, str]], training: Sequence[Verdict]
+) -> dict[str, int]:
+    """Per system of ``(system, output)``, how many of its distinct non-empty outputs appear
+    word for word in training pairs of *other* systems (as a pool's reference, or a short
+    answer several systems give alike); systems with none are left out."""
+    in_pairs: dict[str, set[str]] = {}
+    for verdict in training:
+        for text in (verdict.output_1, verdict.output_2):
+            in_pairs.setdefault(text, set()).add(verdict.generator_2)
+    seen: dict[str, set[str]] = {}
+    for system, text in outputs:
+        if text.strip() and in_pairs.get(text, set()) - {system}:
+            seen.setdefault(system, set()).add(text)
+    return {system: len(texts) for system, texts in sorted(seen.items())}
 
 
 def unseen_probabilities(

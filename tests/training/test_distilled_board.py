@@ -22,10 +22,10 @@ from simfarm.training.distilled_board import (
     LeaderboardSpec,
     PublishedBoard,
     board_figures,
-    outputs_seen,
     read_board,
     read_published,
 )
+from simfarm.training.distilled_unseen import shared_outputs
 from simfarm.training.verdicts import Verdict
 from tests.conftest import SHARED_DATA
 
@@ -201,7 +201,7 @@ def test_outputs_a_system_shares_with_other_systems_training_pairs_are_counted()
         Verdict(output_1="b own", output_2="", generator_2="b", p_second=1.0),
         Verdict(output_1="", output_2="z", generator_2="c", p_second=1.0),
     ]
-    assert outputs_seen(board, training) == {"a": 1}
+    assert shared_outputs(zip(board.systems, board.outputs, strict=True), training) == {"a": 1}
 
 
 @needs_data
