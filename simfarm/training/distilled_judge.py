@@ -617,8 +617,9 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     def idf_of(subset: np.ndarray) -> np.ndarray:
         return encoder.fit_idf(counts[np.unique(np.concatenate([first[subset], second[subset]]))])
 
-    def matrix(subset: np.ndarray, idf: np.ndarray, of_board: bool = False) -> Any:
-        tfidf = encoder.tfidf(counts, idf)
+    def matrix(subset: np.ndarray, tfidf: Any, of_board: bool = False) -> Any:
+        """The features of ``subset`` (training pairs, or leaderboard pairs ``of_board``);
+        ``tfidf`` is every text's tf-idf under one fit's idf (computed once per fit)."""
         one, two, rows = (
             (board_first, board_second, board_dense) if of_board else (first, second, dense)
         )
@@ -648,11 +649,11 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
                 if fold in logged:
                     continue
             else:
-                idf = idf_of(train)
-                fitted = fit_head(matrix(train, idf), p_second[train], config.C, config.max_iter)
-                prob[test] = predict(fitted, matrix(test, idf))
+                tfidf = encoder.tfidf(counts, idf_of(train))
+                fitted = fit_head(matrix(train, tfidf), p_second[train], config.C, config.max_iter)
+                prob[test] = predict(fitted, matrix(test, tfidf))
                 if len(on_board):
-                    board_prob[on_board] = predict(fitted, matrix(on_board, idf, of_board=True))
+                    board_prob[on_board] = predict(fitted, matrix(on_board, tfidf, of_board=True))
                 store.save(fold, test, prob[test], on_board, board_prob[on_board])
             figures = agreement_figures(
                 prob[test],
@@ -702,7 +703,8 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
 
     context.report("fitting the head", 0, 1)
     ngram_idf = idf_of(everything)
-    features = matrix(everything, ngram_idf)
+    ngram_tfidf = encoder.tfidf(counts, ngram_idf)
+    features = matrix(everything, ngram_tfidf)
     fitted = fit_head(features, p_second, config.C, config.max_iter)
     context.report("fitting the head", 1, 1)
 
@@ -723,11 +725,12 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
         for name in set(board_systems[unseen].tolist()):
             scored_by[name] = SHIPPED
         if len(unseen):
-            board_prob[unseen] = predict(fitted, matrix(unseen, ngram_idf, of_board=True))
+            board_prob[unseen] = predict(fitted, matrix(unseen, ngram_tfidf, of_board=True))
         # A baseline beside `longest`: how much each output looks like the reference's
         # (cosine of their word 1-2-gram tf-idf, the shipped head's idf).
-        tfidf = encoder.tfidf(counts, ngram_idf)
-        similarity = np.asarray(tfidf[board_first].multiply(tfidf[board_second]).sum(1)).ravel()
+        similarity = np.asarray(
+            ngram_tfidf[board_first].multiply(ngram_tfidf[board_second]).sum(1)
+        ).ravel()
         board_result = board_figures(board_prob, board, scored_by, verdicts.verdicts, similarity)
     train_seconds = round(time.perf_counter() - started, 1)
     test_result: dict[str, Any] | None = None
@@ -741,7 +744,9 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
             context.report(f"refitting without {system}", 0, 1)
             keep = np.flatnonzero(systems != system)
             idf = idf_of(keep)
-            refit = fit_head(matrix(keep, idf), p_second[keep], config.C, config.max_iter)
+            refit = fit_head(
+                matrix(keep, encoder.tfidf(counts, idf)), p_second[keep], config.C, config.max_iter
+            )
             target = context.out_dir / "head.without.tmp.npz"
             write_head(target, fitted_weights(refit), idf)
             head = DistilledHead(target)
