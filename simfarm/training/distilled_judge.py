@@ -536,10 +536,11 @@ def run_distilled_judge(config: DistilledJudgeConfig, context: RunContext) -> Re
     )
     trained_on_board = sorted(set(board.systems) & set(verdicts.systems)) if board else []
     if trained_on_board and not config.heldout.enabled:
+        named = ", ".join(trained_on_board[:3]) + (", ..." if len(trained_on_board) > 3 else "")
         raise ConfigError(
             f"data.test_leaderboard: {len(trained_on_board)} of its systems are training "
-            f"systems ({', '.join(trained_on_board[:3])}, ...), scored by the held-out folds' "
-            "heads; set heldout.enabled=true or leave test_leaderboard out"
+            f"systems ({named}), scored by the held-out folds' heads; set "
+            "heldout.enabled=true or leave test_leaderboard out"
         )
     # Recorded now, so a killed run's manifest says which data its saved folds came from.
     data_digest = verdicts.data_sha256 + (f"+{board.sha256}" if board else "")
