@@ -63,10 +63,11 @@ class FoldStore:
         try:
             with np.load(path) as saved:
                 digest, saved_test, prob = str(saved["digest"]), saved["test"], saved["prob"]
-                if self.with_board:
-                    saved["board_prob"]  # a fold saved without them is computed again
+                missing_board = self.with_board and "board_prob" not in saved.files
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return None  # unreadable: computed again and rewritten
+        if missing_board:
+            return None  # saved without its leaderboard predictions: computed again
         if digest != self.digest:
             raise ConfigError(
                 f"{path}: held-out predictions of other data or features (digest "
