@@ -148,21 +148,46 @@ def pick_column(columns: list[str], wanted: str | None, default_contains: str, p
 def load_scores(
     path: Path, column: str | None = None, default_contains: str = "win_rate"
 ) -> tuple[str, dict[str, float]]:
-    """(column, {system: score}) from a CSV whose first column names the systems."""
+    """(column, {system: score}) from a CSV whose first column names the systems. A system
+    whose cell is empty is left out; text where a number belongs is refused, naming the row
+    (a silently dropped system would change the correlation without a word)."""
+    chosen, scores, _ = read_score_column(Path(path), column, default_contains)
+    return chosen, scores
+
+
+def read_score_column(
+    path: Path, column: str | None, default_contains: str
+) -> tuple[str, dict[str, float], list[str]]:
+    """(column, {system: score}, systems whose cell is empty) from a CSV whose first column
+    names the systems. Only an empty cell is missing: "n/a" or "-" is text where a number
+    belongs, refused with the file, row (counted from 0, after the header), system and
+    column. A row without a system (a footer) ranks nothing and is skipped."""
     import pandas as pd
 
-    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    frame = pd.read_csv(path)
-    if frame.shape[1] < 2:
+    try:
+        frame = pd.read_csv(path, index_col=0, dtype=object, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    if frame.shape[1] < 1:
         raise ConfigError(f"{path}: expected a name column and at least one score column")
-    chosen = pick_column([str(c) for c in frame.columns[1:]], column, default_contains, path)
-    names = frame.iloc[:, 0]
-    values = pd.to_numeric(frame[chosen], errors="coerce")
-    scores = {
-        str(name): float(value)
-        for name, value in zip(names, values, strict=True)
-        if isinstance(name, str) and not math.isnan(value)
-    }
-    return chosen, scores
+    chosen = pick_column([str(c) for c in frame.columns], column, default_contains, path)
+    scores: dict[str, float] = {}
+    empty: list[str] = []
+    for row, (name, value) in enumerate(frame[chosen].items()):
+        if pd.isna(name) or not str(name).strip():
+            continue
+        if pd.isna(value) or not str(value).strip():
+            empty.append(str(name))
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ConfigError(
+                f"{path}: row {row} ({name}): field {chosen!r} is not a number: {str(value)[:40]!r}"
+            )
+        scores[str(name)] = number
+    return chosen, scores, empty

@@ -107,46 +107,16 @@ class BoardPairs:
 
 def read_published(path: Path, column: str) -> tuple[dict[str, float], list[str]]:
     """The board's ``column`` per system, and the systems whose cell is empty; a missing
-    column or text that is not a number is refused, naming the row. The column is matched as
-    ``simfarm correlate`` matches it (whitespace and case aside: ``Arena Elo [Feb 2, 2024]``
-    finds the Arena file's two-line header)."""
-    import math
-
-    import pandas as pd
-
+    column or text that is not a number is refused, naming the row. It is read as
+    ``simfarm correlate`` reads a board (whitespace and case aside: ``Arena Elo [Feb 2,
+    2024]`` finds the Arena file's two-line header)."""
     from simfarm.errors import ConfigError
-    from simfarm.evaluation.correlation import pick_column
+    from simfarm.evaluation.correlation import read_score_column
 
     try:
-        # Only an empty cell is missing: "n/a" or "-" is text where a number belongs.
-        frame = pd.read_csv(path, index_col=0, dtype=object, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path}: data.test_leaderboard.boards: {error}") from error
-    names = [str(c) for c in frame.columns]
-    try:
-        column = pick_column(names, column, column, path)
-    except ConfigError:
-        raise ConfigError(
-            f"{path}: data.test_leaderboard.boards: no column {column!r} "
-            f"(columns: {', '.join(repr(name) for name in names)})"
-        ) from None
-    published: dict[str, float] = {}
-    empty: list[str] = []
-    for row, (name, value) in enumerate(frame[column].items()):
-        if pd.isna(name) or not str(name).strip():
-            continue  # a row without a system (a footer) ranks nothing
-        if pd.isna(value) or not str(value).strip():
-            empty.append(str(name))
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if not math.isfinite(number):
-            raise ConfigError(
-                f"{path}: row {row} ({name}): field {column!r} is not a number: {str(value)[:40]!r}"
-            )
-        published[str(name)] = number
+        _, published, empty = read_score_column(path, column, column)
+    except ConfigError as error:
+        raise ConfigError(f"data.test_leaderboard.boards: {error}") from None
     return published, empty
 
 

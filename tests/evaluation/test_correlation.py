@@ -50,3 +50,15 @@ def test_too_few_systems_say_the_interval_means_nothing() -> None:
     assert any("only 4 systems" in note for note in few.notes)
     eight = {f"m{i}": float(i) for i in range(8)}
     assert rank_correlation(eight, eight, n_bootstrap=200).notes == []
+
+
+def test_text_in_a_score_column_is_refused_and_an_empty_cell_left_out(tmp_path: Path) -> None:
+    """`simfarm correlate` reads a board as the distilled recipe does: a system whose score is
+    text would otherwise vanish from the correlation without a word."""
+    board = tmp_path / "board.csv"
+    board.write_text("name,win_rate\nsys_a,10.5\nsys_b,\nsys_c,-\n")
+    with pytest.raises(ConfigError) as text:
+        load_scores(board, "win_rate")
+    assert f"{board}: row 2 (sys_c): field 'win_rate' is not a number: '-'" in str(text.value)
+    board.write_text("name,win_rate\nsys_a,10.5\nsys_b,\n,\n")
+    assert load_scores(board, "win_rate") == ("win_rate", {"sys_a": 10.5})

@@ -50,7 +50,7 @@ def test_a_board_without_the_column_or_with_text_for_a_number_is_refused(tmp_pat
     with pytest.raises(ConfigError) as missing:
         read_published(board, "length_controlled_winrate")
     said = str(missing.value)
-    assert f"{board}: data.test_leaderboard.boards: no column 'length_controlled_winrate'" in said
+    assert f"data.test_leaderboard.boards: {board}: no column 'length_controlled_winrate'" in said
     assert "'win_rate', 'avg_length'" in said
     with pytest.raises(ConfigError) as text:
         read_published(board, "win_rate")
