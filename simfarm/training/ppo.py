@@ -575,6 +575,10 @@ def run_ppo(config: RecipeConfig, context: RunContext) -> RecipeOutcome:
     context.record("ppo_version", 1)
 
     resume_from = latest_checkpoint(context.checkpoints_dir)
+    # Seeded before the policy loads: a fresh LoRA adapter's A matrices are drawn from torch's
+    # global generator. Unseeded, two runs of one config start from different adapters; the
+    # first forward agrees (B is zero) but every update after it differs.
+    torch.manual_seed(config.seed)
     policy = load_policy(config.model, config.lora, checkpoint=resume_from)
     device = torch.device(policy.device)
     reference_model = None
